@@ -1,0 +1,121 @@
+"""
+The memory of memoGPT: its state (short-term memory + long-term snapshots), the attention
+mask that lets a segment read and write it, and saving/loading/editing it.
+
+One segment of S tokens goes through the block stack as one sequence of rows:
+
+    [ R : M read slots ][ X : the segment's tokens ][ W : M write slots ]
+
+R and W both start from the current short-term memory (STM) plus a learned per-slot
+embedding. The final hidden states of W become the next STM; each layer's keys/values of
+W are pushed as a snapshot into the long-term memory (LTM), a FIFO of the last K segments.
+Later segments attend to the LTM snapshots at every layer: they add keys, never queries.
+"""
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Memory:
+    stm: torch.Tensor   # (B, M, C) short-term memory, rewritten after every segment
+    ltm: list           # up to K snapshots, oldest first, each (n_layer, 2, B, nh, M, hs): keys, values of W
+    n_seg: int = 0      # how many complete segments this memory has read
+
+    def ltm_kv(self):
+        """All snapshots side by side: (n_layer, 2, B, nh, K*M, hs), or None when the LTM is empty."""
+        return torch.cat(self.ltm, dim=4) if self.ltm else None
+
+    def push(self, stm, snapshot, ltm_size):
+        """The memory after one more segment: new STM, snapshot appended, oldest dropped past K."""
+        ltm = (self.ltm + [snapshot])[-ltm_size:] if ltm_size > 0 else []
+        return Memory(stm, ltm, self.n_seg + 1)
+
+    def detach(self):
+        """Cut the autograd graph here (truncated BPTT): later losses stop reaching back."""
+        return Memory(self.stm.detach(), [s.detach() for s in self.ltm], self.n_seg)
+
+    # --- controllable memory: inspect, edit, save, load ---
+
+    def clear_ltm(self):
+        return Memory(self.stm, [], self.n_seg)
+
+    def drop_snapshot(self, i):
+        """Forget snapshot i (0 = oldest; negative counts from the newest)."""
+        ltm = list(self.ltm)
+        del ltm[i]
+        return Memory(self.stm, ltm, self.n_seg)
+
+    def snapshot_segments(self):
+        """Which segment (0-based, in reading order) each snapshot was written after."""
+        return list(range(self.n_seg - len(self.ltm), self.n_seg))
+
+    def nbytes(self):
+        return sum(t.numel() * t.element_size() for t in [self.stm] + self.ltm)
+
+    def describe(self, seg_len):
+        lines = [f"memory: {self.n_seg} segments read, STM {tuple(self.stm.shape)} norm {self.stm.norm():.2f}, "
+                 f"{len(self.ltm)} LTM snapshots"]
+        for i, (s, snap) in enumerate(zip(self.snapshot_segments(), self.ltm)):
+            lines.append(f"  snapshot {i}: segment {s} (tokens {s * seg_len}..{(s + 1) * seg_len - 1}), "
+                         f"key norm {snap[:, 0].norm():.2f}, value norm {snap[:, 1].norm():.2f}")
+        return "\n".join(lines)
+
+    def save(self, path, config):
+        """Write atomically (temp name, then rename) with the model shape it belongs to."""
+        state = {"shape": memory_shape(config), "stm": self.stm.cpu(),
+                 "ltm": [s.cpu() for s in self.ltm], "n_seg": self.n_seg}
+        tmp = f"{path}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load(path, config, device="cpu"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no memory file at {path}: make one with sample.py --read=DOC --save_memory={path}")
+        state = torch.load(path, map_location=device, weights_only=True)
+        want = memory_shape(config)
+        if state.get("shape") != want:
+            raise ValueError(f"memory file {path} was made by a model with {state.get('shape')}, this model has "
+                             f"{want}: read the document again with this model")
+        return Memory(state["stm"], state["ltm"], state["n_seg"])
+
+
+def memory_shape(config):
+    """What a memory must match to be read by a model (weights aside)."""
+    return {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "ltm", "seg_len")}
+
+
+@functools.lru_cache(maxsize=64)
+def segment_mask(n_ltm, n_mem, n_tok, n_write, device):
+    """
+    Which keys each row of a segment may attend to (True = may), built once per shape.
+    Rows are [R | X | W]; keys are [LTM | R | X | W], here for M=2, 3 tokens, 2 LTM keys:
+
+                 LTM   R     X       W
+          R  [   1 1   1 1   0 0 0   0 0 ]   read slots: the past only (LTM and the STM)
+          R  [   1 1   1 1   0 0 0   0 0 ]
+          X  [   1 1   1 1   1 0 0   0 0 ]   tokens: the past, and earlier tokens
+          X  [   1 1   1 1   1 1 0   0 0 ]
+          X  [   1 1   1 1   1 1 1   0 0 ]
+          W  [   1 1   1 1   1 1 1   1 1 ]   write slots: everything, so the segment is
+          W  [   1 1   1 1   1 1 1   1 1 ]   written after it is read
+
+    No token sees W, so memory written by a segment is read only by later segments.
+    n_write is 0 for a partial (last) segment, which is not written to memory.
+    """
+    n_q = n_mem + n_tok + n_write
+    mask = torch.ones(n_q, n_ltm + n_q, dtype=torch.bool, device=device)
+    mask[:n_mem, n_ltm + n_mem:] = False                               # R sees no token, no W
+    x_rows, x_keys = slice(n_mem, n_mem + n_tok), slice(n_ltm + n_mem, n_ltm + n_mem + n_tok)
+    mask[x_rows, x_keys] = torch.ones(n_tok, n_tok, dtype=torch.bool, device=device).tril()
+    mask[x_rows, n_ltm + n_mem + n_tok:] = False                       # X never sees W
+    return mask
+
+
+@functools.lru_cache(maxsize=64)
+def causal_mask(n_past, n_new, device):
+    """New rows see every cached key and, among themselves, the earlier ones: (n_new, n_past + n_new)."""
+    return torch.ones(n_new, n_past + n_new, dtype=torch.bool, device=device).tril(diagonal=n_past)

@@ -1,0 +1,389 @@
+"""
+memoGPT: GPT-2 with implicit memory, in one file (the memory state and mask live in memory.py).
+
+mem_len == 0 is plain GPT-2 (HF parameter names, so pretrained weights map 1:1).
+mem_len > 0 reads the input segment by segment; each segment is laid out as
+[ R read slots | tokens | W write slots ] (see memory.py), the write slots' final states
+become the next short-term memory (STM), and their keys/values go into a FIFO long-term
+memory (LTM) that later segments attend to. Memory rows use their own FFN (dual FFN).
+"""
+import inspect
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from memory import Memory, causal_mask, segment_mask
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's cannot drop it)."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def forward(self, x, past=None, mask=None, is_causal=False):
+        """x (B, T, C) new rows; past (2, B, nh, P, hs) cached keys/values they also attend to.
+        Returns the output and the new rows' (k, v), for caches and LTM snapshots."""
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        kv = (k, v)
+        if past is not None:
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)  # (B, nh, P+T, hs)
+        # flash attention where allowed (is_causal, no mask); a boolean mask otherwise
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), kv
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+        if config.mem_len > 0 and config.dual_ffn:
+            # dual FFN: memory rows get their own feed-forward network (and its LayerNorm)
+            self.ln_2_mem = LayerNorm(config.n_embd, bias=config.bias)
+            self.mlp_mem = MLP(config)
+
+    def forward(self, x, past=None, mask=None, is_causal=False, mem_rows=(0, 0)):
+        """mem_rows = (n_read, n_write): the first n_read and last n_write rows of x are memory slots."""
+        a, kv = self.attn(self.ln_1(x), past, mask, is_causal)
+        x = x + a
+        n_read, n_write = mem_rows
+        if not hasattr(self, "mlp_mem") or n_read + n_write == 0:
+            return x + self.mlp(self.ln_2(x)), kv
+        T = x.size(1)
+        tok = x[:, n_read:T - n_write]
+        mem = torch.cat((x[:, :n_read], x[:, T - n_write:]), dim=1)
+        tok = tok + self.mlp(self.ln_2(tok))
+        mem = mem + self.mlp_mem(self.ln_2_mem(mem))
+        return torch.cat((mem[:, :n_read], tok, mem[:, n_read:]), dim=1), kv
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257, padded up to a multiple of 64 for speed
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True        # bias in Linears and LayerNorms, like GPT-2
+    mem_len: int = 0         # M short-term memory slots; 0 = plain GPT, no memory parameters
+    ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
+    seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
+    dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
+    bptt: int = 0            # gradients reach back through at most this many segments; 0 = all
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None and config.block_size is not None
+        assert config.mem_len == 0 or 0 < config.seg_len <= config.block_size, "need 0 < seg_len <= block_size"
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied embeddings
+        if config.mem_len > 0:
+            M, C = config.mem_len, config.n_embd
+            self.mem_init = nn.Parameter(torch.zeros(M, C))   # m_0, the STM before anything was read
+            self.mem_read = nn.Parameter(torch.zeros(M, C))   # per-slot embedding of R
+            self.mem_write = nn.Parameter(torch.zeros(M, C))  # per-slot embedding of W
+            # the next STM is ln_mem(final hidden state of W): normalised, so it stays bounded
+            # over any number of segments, and its own LayerNorm leaves ln_f to the LM head
+            self.ln_mem = LayerNorm(C, bias=config.bias)
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():  # GPT-2: scaled init of the residual projections
+            if pn.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        self._init_memory()
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    @torch.no_grad()
+    def _init_memory(self):
+        # memory slots enter the blocks beside token embeddings: start them at the same scale
+        if self.config.mem_len == 0:
+            return
+        scale = self.transformer.wte.weight.std().item()
+        for p in (self.mem_init, self.mem_read, self.mem_write):
+            torch.nn.init.normal_(p, mean=0.0, std=scale)
+        self.ln_mem.weight.fill_(scale)
+
+    def get_num_params(self, non_embedding=True):
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def empty_memory(self, batch_size):
+        """The memory before anything was read: STM = m_0, no LTM snapshots."""
+        return Memory(self.mem_init.expand(batch_size, -1, -1), [], 0)
+
+    def _blocks(self, x, past=None, mask=None, is_causal=False, mem_rows=(0, 0)):
+        """The block stack on rows x. past: per layer (2, B, nh, P, hs) or None. Returns x and per-layer (k, v)."""
+        kvs = []
+        for i, block in enumerate(self.transformer.h):
+            x, kv = block(x, None if past is None else past[i], mask, is_causal, mem_rows)
+            kvs.append(kv)
+        return x, kvs
+
+    def _snapshot(self, kvs):
+        """LTM snapshot from the last M rows' keys/values of every layer: (n_layer, 2, B, nh, M, hs)."""
+        M = self.config.mem_len
+        return torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])
+
+    def _segment(self, idx, mem):
+        """One segment through the stack. idx (B, L), L <= seg_len. Returns token hidden states (B, L, C) and
+        the memory after it (unchanged if the segment is partial: only complete segments are written)."""
+        B, L = idx.size()
+        M = self.config.mem_len
+        write = L == self.config.seg_len
+        pos = torch.arange(L, dtype=torch.long, device=idx.device)  # positions restart in every segment
+        rows = [mem.stm + self.mem_read, self.transformer.wte(idx) + self.transformer.wpe(pos)]
+        if write:
+            rows.append(mem.stm + self.mem_write)
+        x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, M+L+M, C): [ R | X | W ]
+        ltm = mem.ltm_kv()  # (n_layer, 2, B, nh, K*M, hs): keys only, never queries
+        n_ltm = 0 if ltm is None else ltm.size(4)
+        mask = segment_mask(n_ltm, M, L, M if write else 0, idx.device)
+        x, kvs = self._blocks(x, ltm, mask, mem_rows=(M, M if write else 0))
+        if write:
+            mem = mem.push(self.ln_mem(x[:, -M:]), self._snapshot(kvs), self.config.ltm)
+        return x[:, M:M + L], mem
+
+    def forward(self, idx, targets=None, mem=None):
+        """idx (B, T) -> logits (B, T, vocab), loss (targets -1 = ignore), memory after the last complete segment."""
+        B, T = idx.size()
+        cfg = self.config
+        if cfg.mem_len == 0:
+            assert T <= cfg.block_size, f"plain GPT reads at most block_size={cfg.block_size} tokens, got {T}"
+            pos = torch.arange(T, dtype=torch.long, device=idx.device)
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+            x, _ = self._blocks(x, is_causal=True)
+            mem = None
+        else:
+            mem = self.empty_memory(B) if mem is None else mem
+            xs = []
+            for s, start in enumerate(range(0, T, cfg.seg_len)):
+                if cfg.bptt and s > 0 and s % cfg.bptt == 0:
+                    mem = mem.detach()  # truncated BPTT: a loss reaches back 1..bptt segments
+                x, mem = self._segment(idx[:, start:start + cfg.seg_len], mem)
+                xs.append(x)
+            x = torch.cat(xs, dim=1)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss, mem
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir, **overrides):
+        """HF GPT-2 weights from a hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local directory
+        written by save_pretrained. overrides: dropout and the memory fields (mem_len, ltm, seg_len, ...)."""
+        from safetensors.torch import load_file
+        path = name_or_dir
+        if not os.path.isdir(path):
+            from huggingface_hub import snapshot_download
+            try:
+                path = snapshot_download(name_or_dir, allow_patterns=["config.json", "model.safetensors"])
+            except Exception as e:
+                raise SystemExit(f"could not get {name_or_dir} from the HF hub ({type(e).__name__}): "
+                                 "pass a local directory written by save_pretrained instead") from e
+        weights = os.path.join(path, "model.safetensors")
+        if not os.path.isfile(weights):
+            raise SystemExit(f"{path} has no model.safetensors: save it with transformers' save_pretrained")
+        with open(os.path.join(path, "config.json")) as f:
+            hf = json.load(f)
+        assert hf.get("activation_function", "gelu_new") == "gelu_new"
+        args = dict(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                    block_size=hf["n_positions"], vocab_size=hf["vocab_size"], bias=True, dropout=0.0)
+        args.setdefault("seg_len", args["block_size"])
+        args.update(overrides)
+        model = cls(GPTConfig(**args))
+        sd = model.state_dict()
+        # HF stores these four as Conv1D weights, i.e. (in, out): transpose into nn.Linear's (out, in)
+        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        loaded = set()
+        for k, v in load_file(weights).items():
+            k = k if k.startswith("transformer.") else "transformer." + k
+            if k not in sd:
+                continue  # lm_head (tied to wte), old attn.bias / masked_bias buffers
+            v = v.t() if k.endswith(transposed) else v
+            assert sd[k].shape == v.shape, f"{k}: {tuple(v.shape)} in {weights}, {tuple(sd[k].shape)} here"
+            sd[k].copy_(v)
+            loaded.add(k)
+        missing = [k for k in sd if k.startswith("transformer.") and ".mlp_mem." not in k
+                   and ".ln_2_mem." not in k and k not in loaded]
+        assert not missing, f"{weights} lacks {missing[:4]}"
+        if model.config.mem_len > 0:
+            if model.config.dual_ffn:  # the memory FFN starts as an exact copy of the pretrained one
+                for block in model.transformer.h:
+                    block.mlp_mem.load_state_dict(block.mlp.state_dict())
+                    block.ln_2_mem.load_state_dict(block.ln_2.state_dict())
+            model._init_memory()
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu"):
+        """A model saved by train.py (out_dir/ckpt.pt). Returns the model and the whole checkpoint dict."""
+        if not os.path.isfile(path):
+            raise SystemExit(f"no checkpoint at {path}: train one first, e.g. python train.py config/recall.py")
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        model = cls(GPTConfig(**ckpt["model_args"]))
+        # torch.compile saves its parameters under an _orig_mod. prefix
+        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+        return model.to(device), ckpt
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; weight decay on matrices and embeddings (dim >= 2), not on biases and LayerNorm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **(dict(fused=True) if fused else {}))
+
+    @torch.no_grad()
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, stream=None):
+        """Yield (B, 1) new tokens one at a time, reading idx first. top_k=1 is greedy."""
+        stream = Stream(self, idx.size(0)) if stream is None else stream
+        logits = stream.feed(idx)[:, -1, :]
+        for _ in range(max_new_tokens):
+            logits = logits / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("inf")
+            idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            yield idx_next
+            logits = stream.feed(idx_next)[:, -1, :]
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, mem=None):
+        """Streaming generation with constant memory: idx (B, T) -> (B, T + max_new_tokens)."""
+        stream = Stream(self, idx.size(0), mem)
+        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, temperature, top_k, stream)], dim=1)
+
+
+class Stream:
+    """
+    Streaming inference state. memoGPT: the memory plus a KV cache of the current segment,
+    [ LTM | R | tokens so far ], at most K*M + M + S keys; when the segment is full the W rows
+    run against that cache, the memory is updated and the cache restarts. Its size does not
+    grow with the number of tokens. Plain GPT: a KV cache that slides by half a window when
+    it reaches block_size (the tokens it keeps are recomputed; older ones are forgotten).
+    """
+
+    @torch.no_grad()
+    def __init__(self, model, batch_size, mem=None):
+        self.model, self.cfg = model, model.config
+        self.mem = None
+        self.cache = None    # per layer (2, B, nh, n, hs)
+        self.pos = 0         # tokens in the current segment (memoGPT) / window (plain GPT)
+        self.window = None   # plain GPT: the tokens in the cache, to recompute when it slides
+        if self.cfg.mem_len > 0:
+            self.mem = model.empty_memory(batch_size) if mem is None else mem
+            self._begin_segment()
+
+    def nbytes(self):
+        """Bytes of state carried from token to token (memory + cache)."""
+        cache = sum(t.numel() * t.element_size() for t in self.cache or [])
+        window = 0 if self.window is None else self.window.numel() * self.window.element_size()
+        return cache + window + (self.mem.nbytes() if self.mem is not None else 0)
+
+    def _run(self, x, mask=None, mem_rows=(0, 0)):
+        """New rows x through the stack against the cache; their keys/values are appended to it."""
+        x, kvs = self.model._blocks(x, self.cache, mask, mem_rows=mem_rows)
+        new = [torch.stack(kv) for kv in kvs]
+        self.cache = new if self.cache is None else [torch.cat((c, n), dim=3) for c, n in zip(self.cache, new)]
+        return x, kvs
+
+    def _begin_segment(self):
+        ltm = self.mem.ltm_kv()
+        self.cache = None if ltm is None else list(ltm)
+        self._run(self.mem.stm + self.model.mem_read, mem_rows=(self.cfg.mem_len, 0))  # R sees LTM and R
+        self.pos = 0
+
+    def _end_segment(self):
+        M = self.cfg.mem_len
+        x, kvs = self._run(self.mem.stm + self.model.mem_write, mem_rows=(0, M))  # W sees everything
+        self.mem = self.mem.push(self.model.ln_mem(x), self.model._snapshot(kvs), self.cfg.ltm)
+        self._begin_segment()
+
+    def _tokens(self, idx):
+        t = idx.size(1)
+        wte, wpe = self.model.transformer.wte, self.model.transformer.wpe
+        pos = torch.arange(self.pos, self.pos + t, dtype=torch.long, device=idx.device)
+        n_past = 0 if self.cache is None else self.cache[0].size(3)
+        x, _ = self._run(wte(idx) + wpe(pos), causal_mask(n_past, t, idx.device) if t > 1 else None)
+        self.pos += t
+        if self.cfg.mem_len == 0:
+            self.window = idx if self.window is None else torch.cat((self.window, idx), dim=1)
+        return self.model.lm_head(self.model.transformer.ln_f(x))
+
+    @torch.no_grad()
+    def feed(self, idx):
+        """Read idx (B, t); returns the logits (B, t, vocab) at its positions."""
+        limit = self.cfg.seg_len if self.cfg.mem_len > 0 else self.cfg.block_size
+        out = []
+        while idx.size(1) > 0:
+            if self.cfg.mem_len == 0 and self.pos == limit:  # plain GPT: slide the window by half
+                keep = self.window[:, limit // 2:]
+                self.cache, self.window, self.pos = None, None, 0
+                self._tokens(keep)
+            n = min(limit - self.pos, idx.size(1))
+            out.append(self._tokens(idx[:, :n]))
+            idx = idx[:, n:]
+            if self.cfg.mem_len > 0 and self.pos == limit:
+                self._end_segment()
+        return torch.cat(out, dim=1)

@@ -1,0 +1,247 @@
+"""
+The model's claims, as tests: plain GPT is GPT-2; no token sees the future, also through memory;
+memory carries information across segments; streaming equals the batched forward; gradients
+reach every memory parameter through time; the memory state is bounded, constant-size and
+survives save/load bit-exactly.
+"""
+import os
+
+import pytest
+import torch
+
+from memory import Memory, segment_mask
+from model import GPT, GPTConfig, Stream
+
+S, M, K = 8, 4, 2  # seg_len, mem_len, ltm of the small memoGPT used below
+
+
+def tiny(mem_len=M, ltm=K, **kw):
+    torch.manual_seed(0)
+    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64, dropout=0.0,
+                mem_len=mem_len, ltm=ltm, seg_len=S)
+    args.update(kw)
+    return GPT(GPTConfig(**args)).eval()
+
+
+def tokens(T, B=2, seed=1):
+    return torch.randint(0, 64, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+# --- plain GPT is GPT-2 ---
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=32, vocab_size=101)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():  # HF inits biases to 0 and LayerNorms to 1: randomise all so every weight counts
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    path = tmp_path_factory.mktemp("hf_gpt2")
+    hf.save_pretrained(path)
+    return path, hf
+
+
+def test_plain_gpt_logits_equal_hf_gpt2(hf_dir):
+    path, hf = hf_dir
+    model = GPT.from_pretrained(str(path)).eval()
+    assert model.config.mem_len == 0 and not any("mem" in n for n, _ in model.named_parameters())
+    idx = torch.randint(0, 101, (2, 32))
+    with torch.no_grad():
+        ours, _, mem = model(idx)
+        theirs = hf(idx).logits
+    assert mem is None
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_from_pretrained_with_memory_copies_ffn(hf_dir):
+    path, _ = hf_dir
+    model = GPT.from_pretrained(str(path), mem_len=4, ltm=2, seg_len=16)
+    for block in model.transformer.h:
+        for ours, copy in ((block.mlp, block.mlp_mem), (block.ln_2, block.ln_2_mem)):
+            for (n, a), (_, b) in zip(ours.named_parameters(), copy.named_parameters()):
+                assert torch.equal(a, b), n
+    # within one segment and with the memory at m_0 the model is still a (memory-reading) GPT-2: it runs
+    logits, _, mem = model(torch.randint(0, 101, (1, 40)))
+    assert logits.shape == (1, 40, 101) and mem.n_seg == 2
+
+
+def test_plain_gpt_rejects_long_input():
+    with pytest.raises(AssertionError, match="block_size"):
+        tiny(mem_len=0)(tokens(17))
+
+
+# --- causality, also through memory ---
+
+@pytest.mark.parametrize("j", [3, 2 * S + 5, 4 * S + 1])  # first, a middle and the last (partial) segment
+def test_no_token_sees_the_future(j):
+    model = tiny()
+    idx = tokens(4 * S + 3)
+    idx2 = idx.clone()
+    idx2[:, j] = (idx[:, j] + 1) % 64
+    with torch.no_grad():
+        a, _, _ = model(idx)
+        b, _, _ = model(idx2)
+    torch.testing.assert_close(a[:, :j], b[:, :j], atol=1e-6, rtol=0)
+    assert (a[:, j] - b[:, j]).abs().max() > 1e-4  # the changed token itself does count
+
+
+def test_mask_matches_the_drawing():
+    m = segment_mask(2, 2, 3, 2, torch.device("cpu")).int()
+    assert m.tolist() == [
+        [1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1, 1]]
+    assert segment_mask(2, 2, 3, 2, torch.device("cpu")) is segment_mask(2, 2, 3, 2, torch.device("cpu"))
+
+
+# --- memory carries information ---
+
+@pytest.mark.parametrize("ltm", [0, K])
+def test_memory_carries_information_to_later_segments(ltm):
+    model = tiny(ltm=ltm)
+    idx = tokens(4 * S)
+    idx2 = idx.clone()
+    idx2[:, 2] = (idx[:, 2] + 1) % 64  # a token of segment 0
+    with torch.no_grad():
+        a, _, _ = model(idx)
+        b, _, _ = model(idx2)
+    assert (a[:, 3 * S:] - b[:, 3 * S:]).abs().max() > 1e-4  # segment 3 knows
+
+
+def test_ltm_fifo_keeps_the_newest_snapshots():
+    model = tiny()
+    idx = tokens(5 * S)
+    with torch.no_grad():
+        mems = [model(idx[:, :n * S])[2] for n in range(1, 6)]
+    assert [len(m.ltm) for m in mems] == [min(n, K) for n in range(1, 6)]
+    assert [m.n_seg for m in mems] == [1, 2, 3, 4, 5]
+    assert mems[4].snapshot_segments() == [3, 4]
+    torch.testing.assert_close(mems[4].ltm[0], mems[3].ltm[1])  # the snapshot of segment 3, one step older
+    assert model(idx[:, :S + 3])[2].n_seg == 1  # a partial segment is not written
+
+
+def test_shared_ffn_ablation_has_no_memory_ffn():
+    model = tiny(dual_ffn=False)
+    assert not any("mlp_mem" in n or "ln_2_mem" in n for n, _ in model.named_parameters())
+    assert model(tokens(3 * S))[2].n_seg == 3
+
+
+# --- streaming inference ---
+
+def test_streaming_generation_equals_batched_forward():
+    model = tiny()
+    prompt = tokens(5, B=2)
+    out = model.generate(prompt, 4 * S, top_k=1)  # greedy across 4 segment boundaries
+    with torch.no_grad():
+        batched, _, _ = model(out)
+    assert torch.equal(batched[:, 4:-1].argmax(-1), out[:, 5:])  # each step chose the batched argmax
+    stream = Stream(model, 2)
+    streamed = torch.cat([stream.feed(out[:, t:t + 1]) for t in range(out.size(1))], dim=1)
+    torch.testing.assert_close(streamed, batched, atol=1e-4, rtol=0)
+    torch.testing.assert_close(Stream(model, 2).feed(out), batched, atol=1e-4, rtol=0)  # prompt in chunks
+
+
+def test_streaming_from_a_memory_equals_batched_continuation():
+    model = tiny()
+    idx = tokens(6 * S + 2)
+    with torch.no_grad():
+        full, _, _ = model(idx)
+        _, _, mem = model(idx[:, :3 * S])
+        rest = Stream(model, 2, mem).feed(idx[:, 3 * S:])
+    torch.testing.assert_close(rest, full[:, 3 * S:], atol=1e-4, rtol=0)
+
+
+def test_plain_gpt_streaming_equals_batched_and_slides_past_block_size():
+    model = tiny(mem_len=0)
+    idx = tokens(16)
+    with torch.no_grad():
+        batched, _, _ = model(idx)
+    stream = Stream(model, 2)
+    streamed = torch.cat([stream.feed(idx[:, t:t + 1]) for t in range(16)], dim=1)
+    torch.testing.assert_close(streamed, batched, atol=1e-4, rtol=0)
+    assert model.generate(idx[:, :3], 40).shape == (2, 43)  # past block_size the window slides
+    assert stream.cache[0].size(3) <= model.config.block_size
+
+
+def test_inference_state_is_constant_size():
+    model = tiny()
+    stream = Stream(model, 1)
+    sizes, max_keys = {}, 0
+    for t, tok in enumerate(model.generate_stream(tokens(1, B=1), 16 * S, stream=stream), start=2):
+        max_keys = max(max_keys, stream.cache[0].size(3))
+        if t % S == 0:
+            sizes[t // S] = stream.nbytes()
+    assert sizes[4] == sizes[16] and stream.mem.n_seg == 16
+    assert max_keys <= K * M + M + S  # per-token work is bounded
+
+
+# --- training through time ---
+
+def last_segment_loss(model, idx):
+    targets = idx.clone()
+    targets[:, :-S] = -1  # loss on the last segment alone
+    return model(idx, targets)[1]
+
+
+def test_gradients_reach_every_parameter_through_time():
+    model = tiny().train()
+    last_segment_loss(model, tokens(4 * S)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("bptt, reaches_segment_0", [(0, True), (1, False), (4, True)])
+def test_bptt_truncates_gradients(bptt, reaches_segment_0):
+    model = tiny(bptt=bptt).train()
+    embeddings = []  # the token embeddings of each segment, in order
+    hook = model.transformer.wte.register_forward_hook(lambda m, i, out: embeddings.append(out) or out.retain_grad())
+    last_segment_loss(model, tokens(4 * S)).backward()
+    hook.remove()
+    assert (embeddings[0].grad.abs().sum() > 0) == reaches_segment_0
+    assert embeddings[3].grad.abs().sum() > 0
+    assert model.mem_init.grad.abs().sum() > 0 or bptt == 1
+
+
+# --- the memory state ---
+
+def test_memory_stays_bounded_over_1000_segments():
+    model = tiny()
+    mem, norms = None, []
+    with torch.no_grad():
+        for s in range(1000):
+            logits, _, mem = model(tokens(S, B=1, seed=s), mem=mem)
+            norms.append(mem.stm.norm().item())
+    assert torch.isfinite(logits).all() and all(torch.isfinite(x).all() for x in mem.ltm)
+    assert max(norms) < 2 * norms[0]
+
+
+def test_memory_save_load_is_exact(tmp_path):
+    model = tiny()
+    idx = tokens(3 * S + 2)
+    with torch.no_grad():
+        _, _, mem = model(idx)
+        path = str(tmp_path / "mem.pt")
+        mem.save(path, model.config)
+        assert os.listdir(tmp_path) == ["mem.pt"]  # no temp file left behind
+        loaded = Memory.load(path, model.config)
+        a = Stream(model, 2, mem).feed(idx[:, :S])
+        b = Stream(model, 2, loaded).feed(idx[:, :S])
+    assert torch.equal(a, b) and loaded.n_seg == 3
+    assert torch.equal(loaded.stm, mem.stm) and all(torch.equal(x, y) for x, y in zip(loaded.ltm, mem.ltm))
+    assert loaded.drop_snapshot(0).snapshot_segments() == [2] and loaded.clear_ltm().ltm == []
+
+
+def test_memory_from_another_model_is_refused(tmp_path):
+    model = tiny()
+    path = str(tmp_path / "mem.pt")
+    model.empty_memory(1).save(path, model.config)
+    with pytest.raises(ValueError, match="read the document again"):
+        Memory.load(path, tiny(mem_len=8).config)
+    with pytest.raises(FileNotFoundError, match="save_memory"):
+        Memory.load(str(tmp_path / "missing.pt"), model.config)
