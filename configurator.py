@@ -11,6 +11,7 @@ script with one line that names the key.
 """
 import ast
 import difflib
+import os
 import sys
 
 
@@ -33,10 +34,20 @@ def _check(key, value, settings, where):
                      f"got {type(value).__name__} {value!r}")
 
 
-def configure(scope, argv=None):
+def override(scope, overrides, where="setting"):
+    """Apply {key: value} to scope (checked against the defaults there); returns the settings dict."""
     settings = _settings(scope)
+    for key, value in overrides.items():
+        if not key.startswith("_"):
+            scope[key] = _check(key, value, settings, where)
+    return _settings({k: scope[k] for k in settings})
+
+
+def configure(scope, argv=None):
     for arg in sys.argv[1:] if argv is None else argv:
         if not arg.startswith("--"):
+            if "=" in arg and not os.path.isfile(arg):
+                raise SystemExit(f"{arg}: write settings as --key=value")
             try:
                 with open(arg) as f:
                     code = f.read()
@@ -44,16 +55,14 @@ def configure(scope, argv=None):
                 raise SystemExit(f"cannot read config file {arg}: {e.strerror}") from None
             assigned = {}
             exec(code, {}, assigned)
-            for key, value in assigned.items():
-                if not key.startswith("_"):
-                    scope[key] = _check(key, value, settings, arg)
+            override(scope, assigned, arg)
             continue
         key, sep, text = arg[2:].partition("=")
         if not sep:
-            raise SystemExit(f"{arg}: write settings as --{key}=value")
+            raise SystemExit(f"{arg}: write settings as --key=value")
         try:
             value = ast.literal_eval(text)
         except (SyntaxError, ValueError):
             value = text  # a bare word is a string
-        scope[key] = _check(key, value, settings, arg)
-    return _settings({k: scope[k] for k in settings})
+        override(scope, {key: value}, arg)
+    return _settings(scope)

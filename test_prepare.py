@@ -1,0 +1,268 @@
+"""Tests for prepare.py: offline, on small data the tests write. Run: python -m pytest -q test_prepare.py"""
+import glob
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+import prepare
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EOT = "<|endoftext|>"
+# unique documents with the awkward cases: empty, unicode, newlines, and the eot text itself (kept as text)
+DOCS = [f"doc {i}: " + s for i, s in enumerate(
+    ["", "hello world", "héllo wörld ✓ 日本語", "two\nlines\n\n", f"literal {EOT} inside", "  spaces  ", "x" * 3000]
+    + [f"the quick brown fox {j} jumps over the lazy dog. " * (j % 7 + 1) for j in range(33)])]
+
+
+@pytest.fixture(autouse=True)
+def hf_cache(tmp_path, monkeypatch):
+    """Keep what datasets caches (arrow files, locks) out of the user's HF cache."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+
+
+def read_split(out_dir, meta, split):
+    names = sorted(n for n in meta["shards"] if n.startswith(split + "_"))
+    return np.concatenate([np.memmap(os.path.join(out_dir, n), dtype=np.uint16, mode="r") for n in names])
+
+
+def split_docs(tokens, eot, decode):
+    """tokens -> the documents, each ended by eot."""
+    assert len(tokens) and tokens[-1] == eot
+    ends = np.flatnonzero(tokens == eot)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    return [decode(tokens[s:e].tolist()) for s, e in zip(starts, ends)]
+
+
+def one_line_exit(excinfo):
+    msg = str(excinfo.value.code)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def check_text_dataset(out_dir, meta, docs):
+    encode, decode = prepare.get_tokenizer(meta)
+    assert meta["tokenizer"] == "gpt2" and meta["vocab_size"] == 50257 and meta["eot"] == 50256
+    for name, n in meta["shards"].items():  # counts in meta match the files, no temp names left
+        assert os.path.getsize(os.path.join(out_dir, name)) == 2 * n
+    assert sorted(os.listdir(out_dir)) == sorted(list(meta["shards"]) + ["meta.json"])
+    got = {}
+    for split in ("train", "val"):
+        tokens = read_split(out_dir, meta, split)
+        assert len(tokens) == meta[f"{split}_tokens"]
+        got[split] = split_docs(tokens, meta["eot"], decode)
+        assert decode(tokens.tolist()) == "".join(d + EOT for d in got[split])  # exact round trip
+        assert len(got[split]) == meta[f"{split}_docs"]
+    assert not set(got["train"]) & set(got["val"])  # split by document, disjoint
+    assert sorted(got["train"] + got["val"]) == sorted(docs) and got["val"][0] == docs[0]
+    return got
+
+
+@pytest.mark.parametrize("fmt,streaming,num_proc", [("parquet", True, 1), ("json", False, 2)])
+def test_hf_source_end_to_end(tmp_path, fmt, streaming, num_proc):
+    """The code path of openwebtext/fineweb, on a local file instead of the hub."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / f"docs.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.table({"text": DOCS, "id": list(range(len(DOCS)))}), path)
+    else:
+        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    meta = prepare.prepare(dataset="openwebtext", data_dir=str(tmp_path / "data"), hf_path=fmt,
+                           hf_data_files=str(path), streaming=streaming, num_proc=num_proc,
+                           val_fraction=0.1, shard_size=300)  # small shards: documents straddle them
+    out_dir = tmp_path / "data" / "openwebtext"
+    got = check_text_dataset(out_dir, meta, DOCS)
+    assert len(got["val"]) == 4 and len(meta["shards"]) > 4
+    assert meta["source"] == {"path": fmt, "name": None, "data_files": str(path)}
+
+
+def test_text_files(tmp_path):
+    for i, d in enumerate(DOCS[:10]):
+        (tmp_path / f"{i:02d}.txt").write_text(d, encoding="utf-8")
+    (tmp_path / "skip.md").write_text("not matched")
+    meta = prepare.prepare(dataset="text", input=str(tmp_path / "*.txt"), data_dir=str(tmp_path / "data"),
+                           val_fraction=0.2)
+    got = check_text_dataset(tmp_path / "data" / "text", meta, DOCS[:10])
+    assert len(got["val"]) == 2 and meta["source"] == str(tmp_path / "*.txt")
+
+
+def test_max_docs(tmp_path):
+    for i, d in enumerate(DOCS[:6]):
+        (tmp_path / f"{i}.txt").write_text(d, encoding="utf-8")
+    meta = prepare.prepare(dataset="text", input=str(tmp_path / "*.txt"), data_dir=str(tmp_path / "data"),
+                           max_docs=3)
+    assert meta["train_docs"] + meta["val_docs"] == 3
+
+
+def recall_samples_of(out_dir, meta, split):
+    for name in (n for n in meta["shards"] if n.startswith(split)):
+        assert meta["shards"][name] % meta["sample_len"] == 0  # samples never straddle shards
+    return read_split(out_dir, meta, split).reshape(-1, meta["sample_len"])
+
+
+def test_recall_answers_recoverable(tmp_path):
+    meta = prepare.prepare(dataset="recall", data_dir=str(tmp_path), n_train=3000, n_val=200, shard_size=100_000)
+    out_dir = tmp_path / "recall"
+    S, n_seg = meta["seg_len"], meta["n_seg"]
+    assert (meta["sample_len"], S, n_seg, meta["eot"]) == (128, 16, 8, 0) and meta["tokenizer"] == "recall"
+    assert meta["answer_offsets"] == [d * S + S - 1 for d in range(1, n_seg)]
+    assert meta["answer_distance"] == list(range(1, n_seg)) and max(meta["answer_distance"]) == 7
+    assert len(meta["value_ids"]) == meta["n_values"] == 16 and len(meta["itos"]) == meta["vocab_size"]
+    encode, decode = prepare.get_tokenizer(meta)
+    question = encode("?")[0]
+    assert [meta["itos"][v] for v in meta["value_ids"]] == [f"v{j}" for j in range(16)]
+    train = recall_samples_of(out_dir, meta, "train")
+    val = recall_samples_of(out_dir, meta, "val")
+    assert (len(train), len(val)) == (3000, 200) and len(meta["shards"]) == 5
+    assert not np.array_equal(train[:200], val)  # different seeds
+    for x in (train, val):
+        fact_keys, fact_values = x[:, 0:2 * (n_seg - 1):2], x[:, 1:2 * (n_seg - 1):2]
+        assert all(len(set(row)) == n_seg - 1 for row in fact_keys.tolist())  # distinct keys
+        asked = []
+        for off in meta["answer_offsets"]:
+            assert (x[:, off - 2] == question).all()
+            match = fact_keys == x[:, off - 1:off]  # the question's key in segment 0
+            assert (match.sum(1) == 1).all()
+            assert (x[:, off] == fact_values[match]).all()  # the answer is that key's value
+            asked.append(x[:, off - 1])
+        assert (np.sort(np.stack(asked, 1), 1) == np.sort(fact_keys, 1)).all()  # every fact asked once
+        assert set(x[:, meta["answer_offsets"]].ravel().tolist()) <= set(meta["value_ids"])
+    assert encode(decode(train[0].tolist())) == train[0].tolist()
+
+
+def test_rerun_resumes_or_redoes(tmp_path, capsys):
+    kw = dict(dataset="recall", data_dir=str(tmp_path), n_train=100, n_val=10)
+    meta = prepare.prepare(**kw)
+    shard = tmp_path / "recall" / "train_000.bin"
+    mtime = shard.stat().st_mtime_ns
+    assert prepare.prepare(**kw) == meta and shard.stat().st_mtime_ns == mtime
+    assert "already prepared" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        prepare.prepare(**{**kw, "seed": 7})
+    assert "seed" in one_line_exit(e) and "--force=True" in str(e.value.code)
+    with pytest.raises(SystemExit):  # invalid settings stop before the old data is removed
+        prepare.prepare(**{**kw, "n_seg": 12, "force": True})
+    assert shard.stat().st_mtime_ns == mtime and (tmp_path / "recall" / "meta.json").exists()
+    (tmp_path / "recall" / "train_009.bin").write_bytes(b"stale")
+    (tmp_path / "recall" / "val_000.bin.tmp").write_bytes(b"stale")
+    meta = prepare.prepare(**{**kw, "seed": 7, "force": True})
+    assert sorted(os.listdir(tmp_path / "recall")) == ["meta.json", "train_000.bin", "val_000.bin"]
+    assert meta["settings"]["seed"] == 7
+
+
+def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
+    real, calls = prepare.recall_samples, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(prepare, "recall_samples", failing)
+    with pytest.raises(KeyboardInterrupt):  # the first 16384 samples have filled 16 shards by then
+        prepare.prepare(dataset="recall", data_dir=str(tmp_path), n_train=20_000, shard_size=128 * 1000)
+    assert not (tmp_path / "recall").exists()
+    # a crash that left files behind (no meta.json = unfinished) is cleaned by the next run
+    (tmp_path / "recall").mkdir()
+    (tmp_path / "recall" / "train_003.bin").write_bytes(b"x")
+    (tmp_path / "recall" / "train_004.bin.tmp").write_bytes(b"x")
+    monkeypatch.setattr(prepare, "recall_samples", real)
+    meta = prepare.prepare(dataset="recall", data_dir=str(tmp_path), n_train=100, n_val=10)
+    assert sorted(os.listdir(tmp_path / "recall")) == sorted(list(meta["shards"]) + ["meta.json"])
+
+
+@pytest.mark.parametrize("kw,expect", [
+    (dict(dataset="recal"), "unknown dataset 'recal' (did you mean 'recall'?"),
+    (dict(datset="recall"), "unknown setting 'datset' (did you mean --dataset?)"),
+    (dict(shard_size="lots"), "shard_size must be int"),
+    (dict(force="yes"), "force must be bool"),
+    (dict(dataset="text", input="/nonexistent/*.txt"), "matches no files"),
+    (dict(dataset="text"), "--dataset=text needs --input="),
+    (dict(dataset="recall", n_seg=12), "2*(n_seg-1) <= seg_len"),
+    (dict(dataset="recall", n_filler=70_000), "do not fit uint16"),
+    (dict(hf_data_files="x.parquet"), "need --hf_path"),
+])
+def test_errors_are_one_line(tmp_path, kw, expect):
+    with pytest.raises(SystemExit) as e:
+        prepare.prepare(data_dir=str(tmp_path), **kw)
+    assert expect in one_line_exit(e)
+    assert not glob.glob(str(tmp_path / "*" / "*.bin*"))
+
+
+def test_network_unreachable(tmp_path, monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'Skylion007/openwebtext' on the Hub") from OSError("no route")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(SystemExit) as e:
+        prepare.prepare(data_dir=str(tmp_path))
+    msg = one_line_exit(e)
+    assert "cannot reach" in msg and "--dataset=recall" in msg and "--dataset=text" in msg
+    assert not (tmp_path / "openwebtext").exists()
+
+
+def test_cli(tmp_path):
+    run = lambda *args: subprocess.run([sys.executable, os.path.join(HERE, "prepare.py"), *args],
+                                       cwd=tmp_path, capture_output=True, text=True)
+    r = run("--dataset=recall", "--n_train=64", "--n_val=8", "--shard_size=1_000")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "data" / "recall" / "meta.json").read_text())
+    assert meta["train_tokens"] == 64 * 128 and all(n % 128 == 0 for n in meta["shards"].values())
+    assert "already prepared" in run("--dataset=recall", "--n_train=64", "--n_val=8", "--shard_size=1000").stdout
+    r = run("--datset=recall")
+    assert r.returncode == 1 and r.stderr.strip() == "--datset=recall: unknown setting 'datset' (did you mean --dataset?)"
+    r = run("dataset=recall")
+    assert r.returncode == 1 and "write settings as --key=value" in r.stderr
+
+
+def test_import_has_no_side_effects(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TIKTOKEN_CACHE_DIR"}
+    env["PYTHONPATH"] = HERE
+    code = "import os, prepare; print(os.listdir('.'), 'TIKTOKEN_CACHE_DIR' in os.environ, 'datasets' in os.sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[] False False", r.stderr
+
+
+def test_gpt2_tokenizer():
+    enc = prepare.gpt2_encoding()
+    assert enc.n_vocab == 50257 and enc.eot_token == 50256
+    assert enc.encode_ordinary("Hello world") == [15496, 995]  # GPT-2's ids
+    encode, decode = prepare.get_tokenizer({"tokenizer": "gpt2"})
+    assert encode("Hi" + EOT) == [17250, 50256] and decode(encode("héllo ✓")) == "héllo ✓"
+    with pytest.raises(ValueError, match="not a recall token"):
+        prepare.get_tokenizer({"tokenizer": "recall", "itos": ["<eot>", "?"]})[0]("? k3")
+
+
+def test_bpe_from_sdist_checks_sha256(tmp_path):
+    sdist = tmp_path / "openai_whisper-0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tf:
+        data = b"not the BPE"
+        info = tarfile.TarInfo("openai_whisper-0/whisper/assets/gpt2.tiktoken")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    with pytest.raises(SystemExit) as e:
+        prepare.install_gpt2_bpe(str(sdist), str(tmp_path / "cache" / prepare.BPE_CACHE_NAME))
+    assert "sha256" in one_line_exit(e) and not (tmp_path / "cache").exists()
+
+
+def test_bpe_fetch_from_pypi(tmp_path):
+    path = tmp_path / "cache" / prepare.BPE_CACHE_NAME
+    try:
+        prepare.fetch_gpt2_bpe(str(path))
+    except SystemExit as e:
+        pytest.skip(f"pip download did not work here: {e}")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == prepare.BPE_SHA256
+    assert os.listdir(path.parent) == [path.name]  # no temp file left
