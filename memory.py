@@ -12,8 +12,9 @@ W are pushed as a snapshot into the long-term memory (LTM), a FIFO of the last K
 Later segments attend to the LTM snapshots at every layer: they add keys, never queries.
 """
 import functools
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -23,6 +24,7 @@ class Memory:
     stm: torch.Tensor   # (B, M, C) short-term memory, rewritten after every segment
     ltm: list           # up to K snapshots, oldest first, each (n_layer, 2, B, nh, M, hs): keys, values of W
     n_seg: int = 0      # how many complete segments this memory has read
+    segs: list = field(default_factory=list)  # the segment each snapshot was written after (0 = first read)
 
     def ltm_kv(self):
         """All snapshots side by side: (n_layer, 2, B, nh, K*M, hs), or None when the LTM is empty."""
@@ -30,27 +32,23 @@ class Memory:
 
     def push(self, stm, snapshot, ltm_size):
         """The memory after one more segment: new STM, snapshot appended, oldest dropped past K."""
-        ltm = (self.ltm + [snapshot])[-ltm_size:] if ltm_size > 0 else []
-        return Memory(stm, ltm, self.n_seg + 1)
+        keep = slice(-ltm_size, None) if ltm_size > 0 else slice(0, 0)
+        return Memory(stm, (self.ltm + [snapshot])[keep], self.n_seg + 1, (self.segs + [self.n_seg])[keep])
 
     def detach(self):
         """Cut the autograd graph here (truncated BPTT): later losses stop reaching back."""
-        return Memory(self.stm.detach(), [s.detach() for s in self.ltm], self.n_seg)
+        return Memory(self.stm.detach(), [s.detach() for s in self.ltm], self.n_seg, self.segs)
 
     # --- controllable memory: inspect, edit, save, load ---
 
     def clear_ltm(self):
-        return Memory(self.stm, [], self.n_seg)
+        return Memory(self.stm, [], self.n_seg, [])
 
     def drop_snapshot(self, i):
         """Forget snapshot i (0 = oldest; negative counts from the newest)."""
-        ltm = list(self.ltm)
-        del ltm[i]
-        return Memory(self.stm, ltm, self.n_seg)
-
-    def snapshot_segments(self):
-        """Which segment (0-based, in reading order) each snapshot was written after."""
-        return list(range(self.n_seg - len(self.ltm), self.n_seg))
+        ltm, segs = list(self.ltm), list(self.segs)
+        del ltm[i], segs[i]
+        return Memory(self.stm, ltm, self.n_seg, segs)
 
     def nbytes(self):
         return sum(t.numel() * t.element_size() for t in [self.stm] + self.ltm)
@@ -58,34 +56,45 @@ class Memory:
     def describe(self, seg_len):
         lines = [f"memory: {self.n_seg} segments read, STM {tuple(self.stm.shape)} norm {self.stm.norm():.2f}, "
                  f"{len(self.ltm)} LTM snapshots"]
-        for i, (s, snap) in enumerate(zip(self.snapshot_segments(), self.ltm)):
+        for i, (s, snap) in enumerate(zip(self.segs, self.ltm)):
             lines.append(f"  snapshot {i}: segment {s} (tokens {s * seg_len}..{(s + 1) * seg_len - 1}), "
                          f"key norm {snap[:, 0].norm():.2f}, value norm {snap[:, 1].norm():.2f}")
         return "\n".join(lines)
 
-    def save(self, path, config):
-        """Write atomically (temp name, then rename) with the model shape it belongs to."""
-        state = {"shape": memory_shape(config), "stm": self.stm.cpu(),
-                 "ltm": [s.cpu() for s in self.ltm], "n_seg": self.n_seg}
+    def save(self, path, model):
+        """Write atomically (temp name, then rename), marked with the model it belongs to."""
+        state = {"made_by": model_signature(model), "stm": self.stm.cpu(), "ltm": [s.cpu() for s in self.ltm],
+                 "n_seg": self.n_seg, "segs": self.segs}
         tmp = f"{path}.tmp"
         torch.save(state, tmp)
         os.replace(tmp, path)
 
     @staticmethod
-    def load(path, config, device="cpu"):
+    def load(path, model, device="cpu"):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no memory file at {path}: make one with sample.py --read=DOC --save_memory={path}")
-        state = torch.load(path, map_location=device, weights_only=True)
-        want = memory_shape(config)
-        if state.get("shape") != want:
-            raise ValueError(f"memory file {path} was made by a model with {state.get('shape')}, this model has "
-                             f"{want}: read the document again with this model")
-        return Memory(state["stm"], state["ltm"], state["n_seg"])
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+            made_by = state["made_by"]
+        except Exception:
+            raise ValueError(f"{path} is not a memory file: make one with sample.py --save_memory") from None
+        want = model_signature(model)
+        if made_by != want:
+            what = "weights" if made_by["shape"] == want["shape"] else f"shape {made_by['shape']}"
+            raise ValueError(f"memory file {path} was made by a model with other {what} (this one: {want['shape']}): "
+                             "read the document again with this model")
+        return Memory(state["stm"], state["ltm"], state["n_seg"], state["segs"])
 
 
-def memory_shape(config):
-    """What a memory must match to be read by a model (weights aside)."""
-    return {k: getattr(config, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "ltm", "seg_len")}
+def model_signature(model):
+    """What a memory must match to be read by a model: its shape, and a digest of its memory weights
+    (they change with any training, so a memory from another checkpoint is caught too)."""
+    cfg = model.config
+    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "ltm", "seg_len")}
+    digest = hashlib.sha1()
+    for p in (model.mem_init, model.mem_read, model.mem_write):
+        digest.update(p.detach().float().cpu().numpy().tobytes())
+    return {"shape": shape, "weights": digest.hexdigest()}
 
 
 @functools.lru_cache(maxsize=64)

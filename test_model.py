@@ -121,7 +121,7 @@ def test_ltm_fifo_keeps_the_newest_snapshots():
         mems = [model(idx[:, :n * S])[2] for n in range(1, 6)]
     assert [len(m.ltm) for m in mems] == [min(n, K) for n in range(1, 6)]
     assert [m.n_seg for m in mems] == [1, 2, 3, 4, 5]
-    assert mems[4].snapshot_segments() == [3, 4]
+    assert mems[4].segs == [3, 4]
     torch.testing.assert_close(mems[4].ltm[0], mems[3].ltm[1])  # the snapshot of segment 3, one step older
     assert model(idx[:, :S + 3])[2].n_seg == 1  # a partial segment is not written
 
@@ -227,21 +227,29 @@ def test_memory_save_load_is_exact(tmp_path):
     with torch.no_grad():
         _, _, mem = model(idx)
         path = str(tmp_path / "mem.pt")
-        mem.save(path, model.config)
+        mem.save(path, model)
         assert os.listdir(tmp_path) == ["mem.pt"]  # no temp file left behind
-        loaded = Memory.load(path, model.config)
+        loaded = Memory.load(path, model)
         a = Stream(model, 2, mem).feed(idx[:, :S])
         b = Stream(model, 2, loaded).feed(idx[:, :S])
     assert torch.equal(a, b) and loaded.n_seg == 3
     assert torch.equal(loaded.stm, mem.stm) and all(torch.equal(x, y) for x, y in zip(loaded.ltm, mem.ltm))
-    assert loaded.drop_snapshot(0).snapshot_segments() == [2] and loaded.clear_ltm().ltm == []
+    assert loaded.drop_snapshot(-1).segs == [1] and loaded.clear_ltm().ltm == [] and loaded.segs == [1, 2]
 
 
 def test_memory_from_another_model_is_refused(tmp_path):
     model = tiny()
     path = str(tmp_path / "mem.pt")
-    model.empty_memory(1).save(path, model.config)
-    with pytest.raises(ValueError, match="read the document again"):
-        Memory.load(path, tiny(mem_len=8).config)
+    model.empty_memory(1).save(path, model)
+    with pytest.raises(ValueError, match="other shape .* read the document again"):
+        Memory.load(path, tiny(mem_len=8))
+    other = tiny()
+    with torch.no_grad():
+        other.mem_write.add_(1e-3)  # the same shape, trained a step further
+    with pytest.raises(ValueError, match="other weights"):
+        Memory.load(path, other)
+    torch.save({"model": other.state_dict()}, tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match="not a memory file"):
+        Memory.load(str(tmp_path / "ckpt.pt"), model)
     with pytest.raises(FileNotFoundError, match="save_memory"):
-        Memory.load(str(tmp_path / "missing.pt"), model.config)
+        Memory.load(str(tmp_path / "missing.pt"), model)

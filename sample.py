@@ -1,0 +1,179 @@
+"""
+Sample from a trained memoGPT (out_dir/ckpt.pt) or a pretrained GPT-2, printing tokens as they come.
+
+    python sample.py --out_dir=out-recall --start='f1 f2 ? k3'
+    python sample.py --init_from=gpt2 --start=FILE:prompt.txt --num_samples=3
+    python sample.py --init_from=gpt2 --mem_len=32 --ltm=4 --seg_len=64   # GPT-2 with (untrained) memory
+
+Generation streams (model.generate_stream): a memoGPT carries a fixed-size memory from segment
+to segment, so its state does not grow with the number of tokens generated.
+
+Controllable memory: read a document into memory, save it, and ask about it in a later run
+without giving the document again:
+
+    python sample.py --out_dir=out-recall --read=doc.txt --save_memory=mem.pt --num_samples=0
+    python sample.py --out_dir=out-recall --load_memory=mem.pt --show_memory=True --start='? k3' \
+        --max_new_tokens=1 --top_k=1 --num_samples=1
+    python sample.py --out_dir=out-recall --load_memory=mem.pt --clear_ltm=True --start='? k3' \
+        --max_new_tokens=1 --top_k=1 --num_samples=1
+
+Memory holds complete segments only, so --read pads a partial last segment with the end-of-text
+token: the whole document is in memory and none of it is left in the prompt. The order is: load,
+read, edit (--clear_ltm, --drop_snapshot), save, show, then every sample starts from that memory.
+"""
+import os
+import sys
+from contextlib import nullcontext
+
+import torch
+from tqdm import tqdm
+
+from configurator import configure
+from memory import Memory
+from model import GPT, Stream
+from prepare import get_tokenizer, gpt2_encoding
+
+init_from = "resume"     # resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, ... | a local HF directory
+out_dir = "out"
+start = "\n"             # the prompt, or FILE:path to read it from a file
+num_samples = 10         # 0 = only read/edit/save/show the memory
+max_new_tokens = 500
+temperature = 0.8        # 1.0 = no change, lower = less random
+top_k = 200              # keep only the top_k most likely tokens; 1 = greedy; None = all
+seed = 1337
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.cuda.is_available() else "float32"
+# memory of a pretrained GPT-2 (--init_from=gpt2*); None = plain GPT-2 (a checkpoint keeps its own)
+mem_len = None
+ltm = None
+seg_len = None
+# controllable memory (memoGPT only)
+read = ""                # a text file to read into memory before generating
+load_memory = ""         # start from a memory saved by --save_memory
+save_memory = ""         # where to save the memory (after load, read and edits; before generating)
+clear_ltm = False        # forget the long-term memory snapshots (the short-term memory stays)
+drop_snapshot = None     # forget one snapshot: 0 = oldest, -1 = newest
+show_memory = False      # print what the memory holds: per snapshot its segment and norms, the STM norm
+config = configure(globals())
+
+
+def read_text(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise SystemExit(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise SystemExit(f"{what} {path} is not text (not UTF-8)") from None
+    except OSError as e:
+        raise SystemExit(f"cannot read {what} {path}: {e.strerror}") from None
+    if "\x00" in text:
+        raise SystemExit(f"{what} {path} is not text (it holds NUL bytes)")
+    return text
+
+
+def tokenize(text, what):
+    try:
+        ids = encode(text)
+    except ValueError as e:  # a word the recall vocabulary does not have
+        raise SystemExit(f"{what}: {e}") from None
+    if not ids:
+        raise SystemExit(f"{what} is empty: give some text with --start=TEXT or --start=FILE:path")
+    return ids
+
+
+def pieces(tokens, context):
+    """The text each new token adds, decoding a token together with the one before it (the recall
+    tokenizer puts spaces between tokens); a token that ends inside a UTF-8 character waits."""
+    ctx, new = context[-1:], []
+    for t in tokens:
+        new.append(t)
+        text = decode(ctx + new)
+        if not text.endswith("\ufffd"):
+            yield text[len(decode(ctx)):]
+            ctx, new = new[-1:], []
+    if new:
+        yield decode(ctx + new)[len(decode(ctx)):]
+
+
+torch.manual_seed(seed)  # the new memory parameters of a pretrained GPT-2 start random
+torch.backends.cuda.matmul.allow_tf32 = True
+torch.backends.cudnn.allow_tf32 = True
+device_type = "cuda" if "cuda" in device else "cpu"
+ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+ctx = nullcontext() if device_type == "cpu" else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+
+# model and tokenizer
+overrides = {k: v for k, v in dict(mem_len=mem_len, ltm=ltm, seg_len=seg_len).items() if v is not None}
+if init_from == "resume":
+    if overrides:
+        raise SystemExit(f"--{next(iter(overrides))} sets the memory of a pretrained GPT-2 (--init_from=gpt2*); "
+                         "a checkpoint keeps the memory it was trained with")
+    model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, "ckpt.pt"), device)
+    meta = checkpoint["meta"]
+else:
+    model = GPT.from_pretrained(init_from, dropout=0.0, **overrides).to(device)
+    meta = {"tokenizer": "gpt2", "eot": gpt2_encoding().eot_token}
+model.eval()
+encode, decode = get_tokenizer(meta)
+cfg = model.config
+
+memory_options = dict(read=read, load_memory=load_memory, save_memory=save_memory, clear_ltm=clear_ltm,
+                      drop_snapshot=drop_snapshot, show_memory=show_memory)
+asked = [f"--{k}" for k, v in memory_options.items() if v not in ("", None) and v is not False]
+if asked and cfg.mem_len == 0:
+    raise SystemExit(f"{' '.join(asked)}: this model is a plain GPT without memory (mem_len=0); use a memoGPT "
+                     "checkpoint or --init_from=gpt2 --mem_len=32 --ltm=4 --seg_len=64")
+if drop_snapshot is not None and type(drop_snapshot) is not int:
+    raise SystemExit(f"--drop_snapshot must be a snapshot index like 0 or -1, got {drop_snapshot!r}")
+if num_samples > 0:  # checked before the (maybe long) reading
+    if temperature <= 0 or (top_k is not None and top_k < 1):
+        raise SystemExit(f"need --temperature > 0 and --top_k >= 1 or None, got {temperature} and {top_k} "
+                         "(--top_k=1 samples greedily)")
+    if start.startswith("FILE:"):
+        path = start[len("FILE:"):]
+        start_ids = tokenize(read_text(path, "prompt file"), f"prompt file {path}")
+    else:
+        start_ids = tokenize(start, "the prompt (--start)")
+
+# memory: load, read, edit, save, show
+mem = model.empty_memory(1) if asked else None  # None: each sample starts from an empty memory
+with torch.no_grad(), ctx:
+    if load_memory:
+        try:
+            mem = Memory.load(load_memory, model, device)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(str(e)) from None
+    if read:
+        ids = tokenize(read_text(read, "document"), f"document {read}")
+        pad = -len(ids) % cfg.seg_len
+        x = torch.tensor(ids + [meta["eot"]] * pad, dtype=torch.long, device=device)[None]
+        for i in tqdm(range(0, x.size(1), cfg.seg_len), desc=f"reading {read}", unit="segment"):
+            _, _, mem = model(x[:, i:i + cfg.seg_len], mem=mem)
+        print(f"read {len(ids)} tokens of {read} into memory ({x.size(1) // cfg.seg_len} segments, "
+              f"the last padded with {pad} end-of-text tokens)", file=sys.stderr)
+    if clear_ltm:
+        mem = mem.clear_ltm()
+    if drop_snapshot is not None:
+        if not -len(mem.ltm) <= drop_snapshot < len(mem.ltm):
+            raise SystemExit(f"--drop_snapshot={drop_snapshot}: the memory has {len(mem.ltm)} snapshots "
+                             "(0 = oldest, -1 = newest)")
+        mem = mem.drop_snapshot(drop_snapshot)
+    if save_memory:
+        mem.save(save_memory, model)
+        print(f"saved the memory ({mem.n_seg} segments read, {mem.nbytes():,} bytes) to {save_memory}",
+              file=sys.stderr)
+    if show_memory:
+        print(mem.describe(cfg.seg_len))
+
+# generate, printing each token as it comes
+torch.manual_seed(seed)  # again: the draws do not depend on what ran before
+with torch.no_grad(), ctx:
+    for _ in range(num_samples):
+        idx = torch.tensor(start_ids, dtype=torch.long, device=device)[None]
+        stream = Stream(model, 1, mem)
+        print(decode(start_ids), end="", flush=True)
+        tokens = (t.item() for t in model.generate_stream(idx, max_new_tokens, temperature, top_k, stream))
+        for piece in pieces(tokens, start_ids):
+            print(piece, end="", flush=True)
+        print("\n---------------", flush=True)

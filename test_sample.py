@@ -1,0 +1,176 @@
+"""
+sample.py's claims, as tests: what it prints is what model.generate makes (recall tokens and GPT-2
+BPE, whose tokens can end inside a character); generation state does not grow with length; a
+document read into memory, saved and loaded gives the same generation as reading it again; memory
+edits do what they say; bad input stops with one line. sample.py runs in this process (runpy),
+to save a torch import per run.
+"""
+import dataclasses
+import json
+import os
+import runpy
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import prepare
+from memory import Memory
+from model import GPT, GPTConfig, Stream
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+S = 8  # seg_len
+ITOS = prepare.recall_vocab(dict(n_keys=8, n_values=8, n_filler=8))
+META = dict(tokenizer="recall", vocab_size=len(ITOS), eot=0, itos=ITOS)
+encode, decode = prepare.get_tokenizer(META)
+SEP = "\n---------------\n"
+PROMPT = "f1 ? k3"
+
+
+def tiny(mem_len=4, **kw):
+    torch.manual_seed(0)
+    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=S, vocab_size=len(ITOS), dropout=0.0,
+                mem_len=mem_len, ltm=2, seg_len=S)
+    args.update(kw)
+    model = GPT(GPTConfig(**args)).eval()
+    with torch.no_grad():  # 3x GPT-2's init: sharp enough that what the memory holds changes greedy choices
+        for p in model.parameters():
+            p.mul_(3)
+    return model
+
+
+def write_checkpoint(out_dir, model, meta=META):
+    os.makedirs(out_dir, exist_ok=True)
+    torch.save(dict(model=model.state_dict(), model_args=dataclasses.asdict(model.config), meta=meta,
+                    optimizer=None, iter_num=0), os.path.join(out_dir, "ckpt.pt"))
+    return str(out_dir)
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    """A memoGPT checkpoint and a document of 3 segments and 3 tokens."""
+    path = tmp_path_factory.mktemp("out")
+    model = tiny()
+    doc = torch.randint(2, len(ITOS), (3 * S + 3,), generator=torch.Generator().manual_seed(1)).tolist()
+    (path / "doc.txt").write_text(decode(doc))
+    return write_checkpoint(path, model), model, doc
+
+
+def run(*args):
+    """sample.py with these arguments; returns what it printed (pytest's capsys collects it)."""
+    argv = sys.argv
+    sys.argv = ["sample.py", *args]
+    try:
+        runpy.run_path(os.path.join(HERE, "sample.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+
+
+def greedy(model, n, mem=None, prompt=PROMPT):
+    idx = torch.tensor([encode(prompt)])
+    return decode(model.generate(idx, n, top_k=1, mem=mem)[0].tolist())
+
+
+def test_prints_what_generate_makes(out, capsys):
+    out_dir, model, _ = out
+    n = 3 * S + 4  # several segments, the last one partial
+    run(f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=2", f"--max_new_tokens={n}",
+        "--temperature=1.0", "--top_k=None", "--seed=7")
+    torch.manual_seed(7)
+    idx = torch.tensor([encode(PROMPT)])
+    samples = [decode(model.generate(idx, n, temperature=1.0)[0].tolist()) for _ in range(2)]
+    assert samples[0] != samples[1]
+    assert capsys.readouterr().out == samples[0] + SEP + samples[1] + SEP
+
+
+def test_gpt2_bpe_prints_whole_characters(tmp_path, capsys):
+    """A local HF directory, with memory added. Its vocabulary is GPT-2's first 300 tokens, mostly single
+    bytes, so sampling makes many tokens that end inside a character (or are no UTF-8 at all): they are
+    held back until the text is whole, and the printed text equals decoding all tokens at once."""
+    torch.manual_seed(0)
+    plain = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=300))
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    save_file({k: (v.t() if k.endswith(conv1d) else v).contiguous() for k, v in plain.state_dict().items()
+               if k != "lm_head.weight"}, tmp_path / "model.safetensors")  # HF's layout; lm_head is tied to wte
+    (tmp_path / "config.json").write_text(json.dumps(dict(n_layer=1, n_head=2, n_embd=16, n_positions=16,
+                                                          vocab_size=300)))
+    n = 100
+    run(f"--init_from={tmp_path}", "--mem_len=2", "--ltm=1", "--seg_len=8", "--start=a", "--num_samples=1",
+        f"--max_new_tokens={n}", "--temperature=1.0", "--top_k=None", "--seed=3")
+    enc = prepare.gpt2_encoding()
+    torch.manual_seed(3)  # as sample.py: the new memory parameters start from the seed
+    model = GPT.from_pretrained(str(tmp_path), dropout=0.0, mem_len=2, ltm=1, seg_len=8).eval()
+    torch.manual_seed(3)
+    ids = model.generate(torch.tensor([enc.encode("a")]), n, temperature=1.0)[0].tolist()
+    assert sum("\ufffd" in enc.decode([t]) for t in ids) > 10  # the case this test is about
+    assert capsys.readouterr().out == enc.decode(ids) + SEP
+
+
+def test_state_does_not_grow():
+    model = tiny()
+    stream = Stream(model, 1)
+    sizes = [stream.nbytes() for _ in model.generate_stream(torch.tensor([[1]]), 16 * S, top_k=1, stream=stream)]
+    # sizes[i] is taken after 1 + i tokens were read: i = 4S-1 and 16S-1 are the ends of segments 4 and 16
+    assert sizes[4 * S - 1] == sizes[16 * S - 1] and max(sizes) == max(sizes[:4 * S])
+    assert stream.mem.n_seg == 16 and len(stream.mem.ltm) == 2
+
+
+def test_read_save_load_edit_memory(out, tmp_path, capsys):
+    out_dir, model, doc = out
+    common = (f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=1", f"--max_new_tokens={2 * S}", "--top_k=1")
+    mem_file, edited = tmp_path / "mem.pt", tmp_path / "edited.pt"
+    # the partial last segment is padded with end-of-text tokens: 4 complete segments in memory
+    _, _, mem = model(torch.tensor([doc + [META["eot"]] * (S - 3)]))
+    assert mem.n_seg == 4 and len(mem.ltm) == 2
+
+    run(*common, f"--read={out_dir}/doc.txt", f"--save_memory={mem_file}", "--show_memory=True")
+    with_doc = greedy(model, 2 * S, mem)
+    assert capsys.readouterr().out == mem.describe(S) + "\n" + with_doc + SEP
+    saved = Memory.load(mem_file, model)
+    torch.testing.assert_close(saved.stm, mem.stm, rtol=0, atol=1e-6)
+    torch.testing.assert_close(saved.ltm, mem.ltm, rtol=0, atol=1e-6)
+
+    run(*common, f"--load_memory={mem_file}")  # a later run: the document is not given again
+    assert capsys.readouterr().out == with_doc + SEP
+
+    run(*common, f"--load_memory={mem_file}", "--clear_ltm=True", "--show_memory=True")
+    without_ltm = greedy(model, 2 * S, mem.clear_ltm())
+    assert without_ltm != with_doc and without_ltm != greedy(model, 2 * S)  # the LTM mattered, the STM still does
+    assert capsys.readouterr().out == mem.clear_ltm().describe(S) + "\n" + without_ltm + SEP
+
+    run(f"--out_dir={out_dir}", f"--load_memory={mem_file}", "--drop_snapshot=0", f"--save_memory={edited}",
+        "--num_samples=0")
+    assert capsys.readouterr().out == ""
+    dropped = Memory.load(edited, model)
+    assert dropped.n_seg == 4 and len(dropped.ltm) == 1 and torch.equal(dropped.ltm[0], saved.ltm[1])
+
+
+def test_clear_errors(out, tmp_path):
+    out_dir, model, _ = out
+    tiny(mem_len=2).empty_memory(1).save(tmp_path / "other.pt", tiny(mem_len=2))
+    (tmp_path / "junk.pt").write_bytes(b"not a memory")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x01")
+    plain = write_checkpoint(tmp_path / "plain", tiny(mem_len=0))
+    def load(name):
+        return [f"--out_dir={out_dir}", "--num_samples=0", f"--load_memory={tmp_path}/{name}"]
+
+    cases = [
+        ([f"--out_dir={tmp_path}/nothing"], "python train.py"),
+        (load("other.pt"), "read the document again with this model"),
+        (load("junk.pt"), "is not a memory file: make one with sample.py --save_memory"),
+        (load("missing.pt"), "make one with sample.py --read="),
+        ([f"--out_dir={out_dir}", "--start="], "the prompt (--start) is empty"),
+        ([f"--out_dir={out_dir}"], "the prompt (--start) is empty"),  # the default "\n" holds no recall token
+        ([f"--out_dir={out_dir}", f"--start=FILE:{tmp_path}/missing.txt"], "missing.txt does not exist"),
+        ([f"--out_dir={out_dir}", f"--start=FILE:{tmp_path}/binary.txt"], "binary.txt is not text"),
+        ([f"--out_dir={out_dir}", "--start=hello"], "'hello' is not a recall token"),
+        ([f"--out_dir={plain}", f"--read={out_dir}/doc.txt"], "--read: this model is a plain GPT"),
+        ([f"--out_dir={out_dir}", "--drop_snapshot=5", "--num_samples=0"], "the memory has 0 snapshots"),
+        ([f"--out_dir={out_dir}", "--mem_len=8"], "a checkpoint keeps the memory it was trained with"),
+        ([f"--out_dir={out_dir}", f"--start={PROMPT}", "--temperature=0"], "need --temperature > 0"),
+    ]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as e:
+            run(*args)
+        assert message in str(e.value) and "\n" not in str(e.value), (args, e.value)
