@@ -1,0 +1,418 @@
+"""
+Measure what memoGPT claims, with the plain GPT-2 baseline beside it (SPEC section 7):
+
+ 1. peak inference memory while generating N tokens (the paper's table), and the Stream's
+    state bytes, which are exact and device independent
+ 2. per-token latency at positions latency_at, all positions and rows timed in turns in one
+    process, so that whatever else runs on the machine slows them alike
+ 3. training tokens/s, memoGPT against the plain GPT of the same size and total length
+ 4. with --ckpt: per-segment val loss by LTM size (the paper's second table) and recall
+    accuracy by distance, same weights (the LTM adds no parameters)
+
+    python bench.py                          # GPT-2 medium shape, random weights
+    python bench.py --quick                  # tiny shapes in seconds (the smoke test)
+    python bench.py --ckpt=out/ckpt.pt       # also part 4 (reads data/<its dataset>/ like train.py)
+
+Every memory cell runs in a fresh process (this script with --cell=ROW:LENGTH) so its peak is
+its own: peak RSS on CPU, torch.cuda.max_memory_allocated on CUDA. Results go to out_dir as
+results.json and memory.csv (and bench.png when matplotlib is installed).
+"""
+import copy
+import csv
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from configurator import configure
+from evaluate import answer_targets, load_meta, open_split, recall_accuracy, sample_batch, segment_loss_sums
+from model import GPT, GPTConfig, Stream
+
+out_dir = "bench_out"
+quick = False            # tiny shapes, seconds: the smoke test (a bare --quick works too)
+shapes = "gpt2-medium"   # comma-separated names in SHAPES: a baseline row and a memoGPT row each
+mem_len = 32             # the memoGPT rows' memory
+ltm = 4
+seg_len = 256
+lengths = (64, 128, 256, 512, 1024, 4096, 16384)  # tokens generated per memory cell
+feed_chunk = 256         # tokens per Stream.feed call on the way to a cell's length (the same state as
+                         # generating them; 1 = generate them one by one with model.generate_stream)
+latency_at = (1024, 4096, 16384)  # positions at which per-token latency is timed
+latency_tokens = 16      # tokens generated one by one, and timed, at each of them
+warmup_steps = 1         # training steps not timed
+train_steps = 3          # training steps timed per model
+batch_size = 1           # training and part 4
+ckpt = ""                # train.py's out_dir/ckpt.pt: adds part 4
+ltms = (0, 1, 2, 4, 8)   # part 4: LTM sizes to evaluate the checkpoint's weights with
+eval_samples = 32        # part 4: val samples
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = "float32"        # float32 like the paper (1416 MB at 64 tokens ~ GPT-2 medium's fp32 weights)
+compile = False          # torch.compile the training models
+threads = 0              # CPU threads for torch (0 = its default); 1 keeps timings steady when other
+                         # processes share the cores (two threads then stall each other at every op)
+seed = 1337
+cell = ""                # internal: run one memory cell (ROW:LENGTH) in this process, print its JSON
+
+SHAPES = {  # random weights: memory and speed do not depend on their values
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=128, vocab_size=512),
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257),
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50257),
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50257),
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257),
+}
+QUICK = dict(shapes="tiny", mem_len=8, ltm=2, seg_len=32, lengths=(64, 1024, 4096), feed_chunk=32,
+             latency_at=(1024, 4096), latency_tokens=8, train_steps=2, ltms=(0, 1, 2), eval_samples=8, batch_size=2,
+             threads=1)
+# the source paper's GPU figures (MB) at 64/128/256/512/1024 tokens, and its LTM table (untrained
+# Qwen-1.5B, mem 32, 64-token input: mean loss over 512 / 1024 tokens by LTM size)
+PAPER_LENGTHS = (64, 128, 256, 512, 1024)
+PAPER_MEMORY = {"GPT-2 Medium": (1416, 1447, 1508, 1629, 1874), "GPT-2 Large": (3115, 3162, 3255, 3440, 3811),
+                "Llama-3.1-8B-Instruct": (30935, 31222, 31802, 34045, 42128)}
+PAPER_LTM = {0: (4.6479, 5.0664), 1: (4.6488, 5.0271), 2: (4.6448, 5.0397), 4: (4.6520, 5.0631), 8: (4.6730, 5.2161)}
+
+args = ["--quick=True" if a == "--quick" else a for a in sys.argv[1:]]
+if "--quick=True" in args:
+    globals().update(QUICK)  # before the command line, which still overrides them
+config = configure(globals(), args)
+names = shapes.split(",")
+if any(n not in SHAPES for n in names):
+    raise SystemExit(f"unknown shape in --shapes={shapes}: choose from {', '.join(SHAPES)}")
+if not 0 < seg_len <= min(SHAPES[n]["block_size"] for n in names) or mem_len < 1 or ltm < 0:
+    raise SystemExit(f"need mem_len >= 1, ltm >= 0 and 0 < seg_len <= block_size; got mem_len={mem_len}, "
+                     f"ltm={ltm}, seg_len={seg_len}")
+if min(lengths + latency_at) < 1 or feed_chunk < 1 or latency_tokens < 1 or train_steps < 1:
+    raise SystemExit("lengths, latency_at, feed_chunk, latency_tokens and train_steps must be >= 1")
+if ckpt and not os.path.isfile(ckpt):
+    raise SystemExit(f"no checkpoint at {ckpt}: train one with train.py, or leave --ckpt out")
+if threads:
+    torch.set_num_threads(threads)
+cuda = device.startswith("cuda")
+if not cuda and not os.path.exists("/proc/self/clear_refs"):
+    raise SystemExit("peak RSS on CPU is read from /proc/self (Linux): run on Linux or on CUDA")
+ptdtype = getattr(torch, dtype)
+ctx = torch.amp.autocast("cuda" if cuda else "cpu", dtype=ptdtype) if dtype != "float32" else nullcontext()
+MB = 2 ** 20
+REF = 1024  # the goals compare the longest length (latency: position) with this one
+ROWS = [r for n in names for r in (n, n + "+mem")]  # a row: shape, +mem = memoGPT at that shape
+
+
+def row_label(row):
+    shape, memo = row.removesuffix("+mem"), row.endswith("+mem")
+    return f"memoGPT, {shape} shape (M={mem_len}, K={ltm}, S={seg_len})" if memo else f"{shape} (KV cache)"
+
+
+def build(row):
+    shape = row.removesuffix("+mem")
+    memory = dict(mem_len=mem_len, ltm=ltm, seg_len=seg_len) if row.endswith("+mem") else {}
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**SHAPES[shape], dropout=0.0, bias=True, **memory)).to(device)
+
+
+def sync():
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def memory(reset=False):
+    """(now, peak) bytes of this process: allocated on CUDA, resident (RSS) on CPU. reset: the peak
+    starts afresh (Linux clear_refs), so what building the model briefly held does not count."""
+    if cuda:
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated(), torch.cuda.max_memory_allocated()
+    if reset:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    with open("/proc/self/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    return tuple(int(status[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM"))
+
+
+def tokens_for(model, n):
+    return torch.randint(model.config.vocab_size, (1, n), generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+@torch.no_grad()
+def read(model, stream, tokens, start, end, bar):
+    """Feed tokens[start:end] to the stream, feed_chunk at a time; 1: model.generate_stream makes all but the first."""
+    if feed_chunk == 1 and end > start:
+        for _ in model.generate_stream(tokens[:, start:start + 1], end - start - 1, stream=stream):
+            bar.update(1)
+    else:
+        for i in range(start, end, feed_chunk):
+            stream.feed(tokens[:, i:min(i + feed_chunk, end)])
+            bar.update(min(feed_chunk, end - i))
+    sync()
+
+
+def run_cell(row, length):
+    """Peak memory of a fresh process that reads `length` tokens into a fresh Stream."""
+    runtime, _ = memory()
+    model = build(row).to(ptdtype).eval()
+    loaded, _ = memory(reset=True)  # the weights are in; the peak is counted from here
+    stream = Stream(model, 1)
+    read(model, stream, tokens_for(model, length), 0, length, tqdm(disable=True))
+    (_, peak), state = memory(), stream.nbytes()
+    return dict(row=row, length=length, peak_mb=peak / MB, loaded_mb=loaded / MB, runtime_mb=runtime / MB,
+                state_mb=state / MB)
+
+
+def run_latency():
+    """Per-token latency at each position in latency_at, for every row: the Stream is copied at each position
+    (Stream rebinds its state, never changes it in place) and all copies generate a token in turns."""
+    positions, gens = sorted(latency_at), {}
+    with tqdm(total=len(ROWS) * positions[-1], desc="latency: reading", unit="tok") as bar:
+        for row in ROWS:
+            model = build(row).to(ptdtype).eval()
+            tokens, stream, start = tokens_for(model, positions[-1] + 1), Stream(model, 1), 0
+            for n in positions:
+                read(model, stream, tokens, start, n, bar)
+                gens[row, n] = model.generate_stream(tokens[:, n:n + 1], latency_tokens, stream=copy.copy(stream))
+                start = n
+    times = {k: [] for k in gens}
+    for _ in tqdm(range(latency_tokens), desc="latency: timing", unit="round"):
+        for k, gen in gens.items():
+            t0 = time.perf_counter()
+            next(gen)
+            sync()
+            times[k].append(1e3 * (time.perf_counter() - t0))
+    return [dict(row=row, position=n, ms=statistics.median(t), max_ms=max(t)) for (row, n), t in times.items()]
+
+
+def train_speed(row):
+    """Tokens/s of forward + backward + optimizer step at T=block_size, median of train_steps timed steps."""
+    model = build(row).train()
+    T = model.config.block_size
+    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cuda" if cuda else "cpu")
+    scaler = torch.amp.GradScaler("cuda" if cuda else "cpu", enabled=dtype == "float16")
+    step_model = torch.compile(model) if compile else model
+    g = torch.Generator().manual_seed(seed)
+    x, y = (torch.randint(model.config.vocab_size, (batch_size, T), generator=g).to(device) for _ in range(2))
+    parts = []  # (forward, backward, optimizer) seconds per step
+    for _ in tqdm(range(warmup_steps + train_steps), desc=f"training {row}", leave=False):
+        t0 = time.perf_counter()
+        with ctx:
+            _, loss, _ = step_model(x, y)
+        sync()
+        t1 = time.perf_counter()
+        scaler.scale(loss).backward()
+        sync()
+        t2 = time.perf_counter()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+        parts.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+    fwd, bwd, opt = (statistics.median(p[k] for p in parts[warmup_steps:]) for k in range(3))
+    return dict(row=row, T=T, tokens_per_s=batch_size * T / (fwd + bwd + opt), forward_s=fwd, backward_s=bwd,
+                optimizer_s=opt, params_m=sum(p.numel() for p in model.parameters()) / 1e6)
+
+
+@torch.no_grad()
+def ltm_eval():
+    """Part 4: the checkpoint's weights with each LTM size in ltms, on the same val samples."""
+    model, ck = GPT.from_checkpoint(ckpt, device)
+    model.eval()
+    cfg, S = ck["config"], ck["config"]["seg_len"]
+    data_dir = os.path.join("data", cfg["dataset"])
+    meta = load_meta(data_dir)
+    same = ("tokenizer", "vocab_size", "itos", "sample_len")  # data/ is found from here, as train.py does
+    if any(meta.get(k) != ck["meta"].get(k) for k in same):
+        raise SystemExit(f"{data_dir} is not the data {ckpt} was trained on (tokenizer, vocabulary or sample "
+                         "layout differ): run bench.py from the directory train.py ran in")
+    recall = meta["tokenizer"] == "recall"
+    val = open_split(data_dir, meta, "val")
+    rows = sample_batch(val, np.random.default_rng(seed), eval_samples, cfg["n_seg"] * S,
+                        meta["sample_len"] if recall else 0)
+    x = torch.from_numpy(rows[:, :-1]).to(device)
+    y = torch.from_numpy(answer_targets(rows, meta) if cfg.get("answer_loss") else rows[:, 1:]).to(device)
+    out = []
+    for k in tqdm(ltms if model.config.mem_len else (0,), desc="LTM sizes", leave=False):
+        model.config.ltm = k  # read at every memory push: the same weights with K snapshots
+        sums, counts = torch.zeros(cfg["n_seg"]), torch.zeros(cfg["n_seg"])
+        for i in range(0, len(x), batch_size):
+            with ctx:
+                s, c = segment_loss_sums(model, x[i:i + batch_size], y[i:i + batch_size], S)
+            sums, counts = sums + s, counts + c
+        with ctx:
+            acc = recall_accuracy(model, val[0], meta, eval_samples, batch_size, device) if recall else {}
+        by_segment = [s / c if c else None for s, c in zip(sums.tolist(), counts.tolist())]
+        out.append(dict(ltm=k, loss_by_segment=by_segment, loss=(sums.sum() / counts.sum()).item(),
+                        recall_by_distance=acc))
+    return dict(ckpt=ckpt, mem_len=model.config.mem_len, trained_ltm=ck["model_args"]["ltm"], seg_len=S,
+                n_seg=cfg["n_seg"], dataset=cfg["dataset"], answer_loss=bool(cfg.get("answer_loss")), rows=out)
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def fmt(v):
+    return "—" if v is None else f"{v:.4f}"
+
+
+def write_atomic(path, write, mode="w"):
+    tmp = path + ".tmp"
+    with open(tmp, mode, newline="" if mode == "w" else None) as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def machine():
+    if cuda:
+        return torch.cuda.get_device_name()
+    model_name = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            model_name = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model_name)
+    return f"{model_name}, {os.cpu_count()} cores"
+
+
+def plot(cells, latency, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for row in ROWS:
+        for ax, points, x, y in ((axes[0], cells, "length", "peak_mb"), (axes[1], cells, "length", "state_mb"),
+                                 (axes[2], latency, "position", "ms")):
+            mine = [p for p in points if p["row"] == row]
+            ax.plot([p[x] for p in mine], [p[y] for p in mine], "o-", label=row_label(row))
+    for ax, title in zip(axes, ("peak inference memory (MB)", "Stream state (MB)", "per-token latency (ms)")):
+        ax.set(xscale="log", xlabel="tokens", title=title, ylim=(0, None))  # from 0: flat looks flat
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), "wb")
+
+
+def goal(name, ok, detail):
+    status = "n/a" if ok is None else ("PASS" if ok else "FAIL")
+    print(f"- {status}: {name} ({detail})")
+    return dict(goal=name, status=status, detail=detail)
+
+
+if cell:  # a child process: one memory cell
+    row, _, n = cell.rpartition(":")
+    print(json.dumps(run_cell(row, int(n))))
+    raise SystemExit(0)
+
+t_start = time.time()
+ltm_result = ltm_eval() if ckpt else None  # first: a checkpoint or data problem shows at once
+todo = [(r, n) for r in ROWS for n in sorted(lengths)]
+cells = []
+with tqdm(total=sum(n for _, n in todo), desc="memory cells", unit="tok") as bar:
+    for row, n in todo:  # each in a fresh process, so its peak is its own
+        bar.set_postfix(cell=f"{row}:{n}")
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args, f"--cell={row}:{n}"],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"memory cell {row}:{n} failed:\n{proc.stderr.strip()[-2000:]}")
+        cells.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        bar.update(n)
+latency = run_latency()
+training = [train_speed(row) for row in tqdm(ROWS, desc="training speed")]
+
+# ---- report ----
+cols, positions = sorted(lengths), sorted(latency_at)
+get = {(c["row"], c["length"]): c for c in cells}
+lat = {(t["row"], t["position"]): t for t in latency}
+print(f"\n# memoGPT bench: {datetime.date.today()}, {machine()}, torch {torch.__version__}, {device}, {dtype}, "
+      f"{torch.get_num_threads()} threads\n")
+print("Weights are random (seeded): memory and speed do not depend on their values.")
+print(f"Tokens reach each length through Stream.feed, {feed_chunk} at a time" +
+      (" (model.generate_stream, one by one)." if feed_chunk == 1 else
+       " (the Stream's state is the same as after generating them one by one; --feed_chunk=1 generates them)."))
+print(f"The baseline's Stream slides its window by half past block_size ({SHAPES[names[0]]['block_size']}): it "
+      "recomputes the newer half and forgets the rest, so its state stops growing and so does its context.")
+if not cuda:
+    print("Peak RSS also counts freed memory that malloc keeps for reuse: it creeps up with the tokens processed "
+          "even where the state is constant.")
+peak_how = ("torch.cuda.max_memory_allocated" if cuda else
+            "peak RSS of a fresh process, of which Python and torch take "
+            f"{statistics.median(c['runtime_mb'] for c in cells):.0f} MB")
+for title, value in ((f"Peak inference memory, MB ({peak_how})", lambda c: f"{c['peak_mb']:.0f}"),
+                     ("Peak above the loaded model, MB (what reading the tokens adds)",
+                      lambda c: f"{c['peak_mb'] - c['loaded_mb']:.0f}"),
+                     ("Stream state, MB (Stream.nbytes(): KV cache and memory, exact, device independent)",
+                      lambda c: f"{c['state_mb']:.1f}")):
+    print(f"\n## {title}\n")
+    print(table(["model", *cols], [[row_label(r), *(value(get[r, n]) for n in cols)] for r in ROWS]))
+print("\n## The paper's GPU figures, MB (for comparison)\n")
+print(table(["model", *PAPER_LENGTHS], [[k, *v] for k, v in PAPER_MEMORY.items()]))
+print(f"\n## Per-token latency at position N, ms: median of {latency_tokens} tokens generated one by one, every "
+      "position and row in turns (slowest in brackets: for the baseline, its window slide)\n")
+print(table(["model", *positions], [[row_label(r), *(f"{lat[r, n]['ms']:.1f} ({lat[r, n]['max_ms']:.0f})"
+                                                      for n in positions)] for r in ROWS]))
+print(f"\n## Training speed: forward + backward + AdamW step on {batch_size} x T random tokens (memoGPT: "
+      f"T/{seg_len} segments, gradients through the memory across all), median of {train_steps} steps after "
+      f"{warmup_steps} warm-up\n")
+print(table(["model", "params (M)", "T", "tokens/s", "forward s", "backward s", "optimizer s"],
+            [[row_label(t["row"]), f"{t['params_m']:.1f}", t["T"], f"{t['tokens_per_s']:.0f}", f"{t['forward_s']:.2f}",
+              f"{t['backward_s']:.2f}", f"{t['optimizer_s']:.2f}"] for t in training]))
+if ltm_result:
+    r0 = ltm_result["rows"]
+    print(f"\n## {ckpt}: val loss by segment (seg_len {ltm_result['seg_len']}, {eval_samples} samples of "
+          f"{ltm_result['dataset']}{', answer tokens only' if ltm_result['answer_loss'] else ''}) by LTM size; "
+          f"trained with ltm={ltm_result['trained_ltm']}\n")
+    print(table(["ltm", *range(ltm_result["n_seg"]), "mean"],
+                [[r["ltm"], *(fmt(v) for v in r["loss_by_segment"]), f"{r['loss']:.4f}"] for r in r0]))
+    if r0[0]["recall_by_distance"]:
+        dist = sorted(r0[0]["recall_by_distance"])
+        print("\n## Recall accuracy by distance (segments from fact to question)\n")
+        print(table(["ltm", *dist], [[r["ltm"], *(f"{r['recall_by_distance'][d]:.3f}" for d in dist)] for r in r0]))
+else:
+    print("\n(part 4, loss by LTM size and recall by distance: pass --ckpt=out_dir/ckpt.pt)")
+print("\n## The paper's LTM table (untrained Qwen-1.5B, mem 32, 64-token input): mean loss over 512 / 1024 tokens\n")
+print(table(["ltm", "512", "1024"], [[k, *v] for k, v in PAPER_LTM.items()]))
+
+print("\n## Goals\n")
+goals = []
+for name in names:
+    m = name + "+mem"
+    a, b = get.get((m, REF)), get[m, cols[-1]]
+    goals.append(goal(f"{name}: memoGPT peak memory at {cols[-1]} tokens within 5% of {REF}",
+                      abs(b["peak_mb"] / a["peak_mb"] - 1) <= 0.05 if a and cols[-1] > REF else None,
+                      f"{b['peak_mb']:.0f} vs {a['peak_mb']:.0f} MB" if a else f"lengths has no {REF}"))
+    a, b = lat.get((m, REF)), lat[m, positions[-1]]
+    goals.append(goal(f"{name}: memoGPT per-token latency at {positions[-1]} within 1.2x of {REF}",
+                      b["ms"] <= 1.2 * a["ms"] if a and positions[-1] > REF else None,
+                      f"{b['ms']:.1f} vs {a['ms']:.1f} ms" if a else f"latency_at has no {REF}"))
+    a, b = (next(t for t in training if t["row"] == r) for r in (name, m))
+    ratio = b["tokens_per_s"] / a["tokens_per_s"]
+    goals.append(goal(f"{name}: memoGPT training tokens/s at least 0.8x the plain GPT at T={a['T']}", ratio >= 0.8,
+                      f"{b['tokens_per_s']:.0f} vs {a['tokens_per_s']:.0f} tokens/s = {ratio:.2f}x"))
+
+results = dict(date=str(datetime.date.today()), machine=machine(), torch=torch.__version__, device=device,
+               settings=config, random_weights=True, memory=cells, latency=latency, training=training,
+               ltm=ltm_result, goals=goals,
+               paper=dict(memory=PAPER_MEMORY, lengths=PAPER_LENGTHS, ltm=PAPER_LTM),
+               runtime_s=time.time() - t_start)
+os.makedirs(out_dir, exist_ok=True)
+write_atomic(os.path.join(out_dir, "results.json"), lambda f: json.dump(results, f, indent=1))
+fields = ["row", "length", "peak_mb", "loaded_mb", "runtime_mb", "state_mb"]
+
+
+def write_csv(f):
+    w = csv.DictWriter(f, fields)
+    w.writeheader()
+    w.writerows(cells)
+
+
+write_atomic(os.path.join(out_dir, "memory.csv"), write_csv)
+try:
+    plot(cells, latency, os.path.join(out_dir, "bench.png"))
+    plotted = "bench.png, "
+except ImportError:
+    plotted = ""
+    print("\nmatplotlib is not installed: no plots (pip install matplotlib for bench.png)")
+print(f"\nwrote {out_dir}/: {plotted}results.json, memory.csv ({time.time() - t_start:.0f} s)")

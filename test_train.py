@@ -1,0 +1,149 @@
+"""Tests for train.py and evaluate.py on a tiny recall set (tiny shapes, CPU, seconds)."""
+import json
+import math
+import os
+import runpy
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from evaluate import per_segment_loss, recall_accuracy
+from model import GPT, GPTConfig
+from prepare import prepare
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEG, NSEG = 8, 3
+TINY = ["--dataset=recall", f"--seg_len={SEG}", f"--n_seg={NSEG}", "--n_layer=1", "--n_head=2", "--n_embd=16",
+        "--mem_len=2", "--ltm=1", "--batch_size=2", "--eval_iters=2", "--recall_samples=4", "--warmup_iters=1",
+        "--lr_decay_iters=6", "--learning_rate=1e-2", "--dropout=0.1", "--answer_loss=True"]
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    meta = prepare(data_dir=str(tmp_path / "data"), dataset="recall", seg_len=SEG, n_seg=NSEG, n_keys=4,
+                   n_values=4, n_filler=3, n_train=64, n_val=16)
+    monkeypatch.chdir(tmp_path)
+    return SimpleNamespace(path=tmp_path, meta=meta)
+
+
+def train(monkeypatch, *args):
+    """Run train.py in this process (torch is imported once for all tests)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *TINY, *args])
+    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+
+
+def load(path):
+    return torch.load(path, weights_only=False)
+
+
+def log(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_unknown_or_mistyped_setting_stops_with_one_line(work, monkeypatch):
+    with pytest.raises(SystemExit, match="unknown setting 'n_layr' \\(did you mean --n_layer\\?\\)"):
+        train(monkeypatch, "--n_layr=2")
+    with pytest.raises(SystemExit, match="max_iters must be int"):
+        train(monkeypatch, "--max_iters=lots")
+    with pytest.raises(SystemExit, match="--seg_len=8"):
+        train(monkeypatch, "--seg_len=16")
+    with pytest.raises(SystemExit, match="n_seg >= 2"):
+        train(monkeypatch, "--curriculum=(1,)")
+
+
+def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):
+    common = ["--curriculum=(2,)", "--stage_iters=2", "--eval_interval=2"]
+    train(monkeypatch, *common, "--max_iters=4", "--out_dir=straight")
+    train(monkeypatch, *common, "--max_iters=2", "--out_dir=split")
+    assert load("split/ckpt.pt")["stage"] == 1 and load("split/ckpt.pt")["iter_num"] == 2
+    train(monkeypatch, *common, "--max_iters=4", "--out_dir=split", "--init_from=resume")
+    a, b = load("straight/ckpt.pt"), load("split/ckpt.pt")
+    assert a["iter_num"] == b["iter_num"] == 4
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    # the curriculum: 2 segments per sample for 2 iterations, then 3; answers only, so segment 0 has no loss
+    records = log("straight/log.jsonl")
+    assert [r["n_seg"] for r in records] == [2, 3, 3]
+    assert [len(r["val_loss_by_segment"]) for r in records] == [2, 3, 3]
+    assert records[-1]["val_loss_by_segment"][0] is None and all(records[-1]["val_loss_by_segment"][1:])
+    assert set(records[-1]["recall_accuracy"]) == {"1", "2"}
+    assert [r["train_loss"] for r in records[1:]] == [r["train_loss"] for r in log("split/log.jsonl")[1:2] +
+                                                      log("split/log.jsonl")[-1:]]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(work, monkeypatch):
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    good = load("out/ckpt.pt")
+    with pytest.raises(SystemExit, match=r"loss is (nan|inf).*the last good checkpoint out/ckpt.pt is kept"):
+        train(monkeypatch, "--max_iters=6", "--eval_interval=2", "--out_dir=out", "--init_from=resume",
+              "--learning_rate=1e30", "--warmup_iters=0", "--grad_clip=0.0")
+    kept = load("out/ckpt.pt")
+    assert kept["iter_num"] == 2
+    for k, v in good["model"].items():
+        assert torch.equal(v, kept["model"][k]), k
+
+
+def test_ddp_two_processes_equal_one_with_twice_the_accumulation(work):
+    common = [*TINY, "--max_iters=3", "--eval_interval=3", "--dropout=0.0", "--device=cpu"]
+    env = {**os.environ, "PYTHONPATH": HERE, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    os.path.join(HERE, "train.py"), *common, "--gradient_accumulation_steps=2", "--out_dir=ddp"],
+                   check=True, env=env, capture_output=True)
+    subprocess.run([sys.executable, os.path.join(HERE, "train.py"), *common, "--gradient_accumulation_steps=2",
+                    "--out_dir=one"], check=True, env=env, capture_output=True)
+    a, b = load("ddp/ckpt.pt"), load("one/ckpt.pt")
+    for k, v in a["model"].items():
+        torch.testing.assert_close(v, b["model"][k], rtol=0, atol=1e-6, msg=k)
+    la, lb = log("ddp/log.jsonl"), log("one/log.jsonl")
+    assert math.isclose(la[-1]["train_loss"], lb[-1]["train_loss"], rel_tol=1e-5)
+    assert la[-1]["val_loss"] != la[0]["val_loss"]  # it did train
+
+
+class Oracle(torch.nn.Module):
+    """A 'model' with controlled logits: the true next token in segment 1, value_ids[0] everywhere else."""
+
+    def __init__(self, meta):
+        super().__init__()
+        self.config = SimpleNamespace(mem_len=1)
+        self.vocab, self.guess = meta["vocab_size"], meta["value_ids"][0]
+
+    def forward(self, idx, targets=None, mem=None):
+        nxt = torch.cat((idx[:, 1:], idx[:, :1]), dim=1)
+        pick = torch.full_like(idx, self.guess)
+        pick[:, SEG:2 * SEG] = nxt[:, SEG:2 * SEG]
+        return torch.nn.functional.one_hot(pick, self.vocab).float() * 10, None, None
+
+
+def test_recall_accuracy_by_distance_on_controlled_logits(work):
+    data = np.memmap("data/recall/val_000.bin", dtype=np.uint16, mode="r")
+    acc = recall_accuracy(Oracle(work.meta), data, work.meta, n_samples=10, batch_size=4, device="cpu")
+    answers_at_2 = data[:10 * NSEG * SEG].reshape(10, -1)[:, 3 * SEG - 1]
+    assert acc == {1: 1.0, 2: pytest.approx(np.mean(answers_at_2 == work.meta["value_ids"][0]))}
+
+
+def test_per_segment_loss_is_a_list_by_segment_index(work):
+    x = torch.randint(0, work.meta["value_ids"][0], (3, NSEG * SEG))  # never the oracle's guess
+    y = torch.cat((x[:, 1:], x[:, :1]), dim=1)
+    y[:, -SEG:] = -1  # no targets in the last segment
+    losses = per_segment_loss(Oracle(work.meta), x, y, SEG)
+    wrong = math.log(work.meta["vocab_size"] - 1 + math.exp(10))  # loss of a wrong guess, logit 10 vs 0
+    assert losses[0] == pytest.approx(wrong, rel=1e-5)
+    assert losses[1] == pytest.approx(math.log(1 + (work.meta["vocab_size"] - 1) * math.exp(-10)), abs=1e-6)
+    assert math.isnan(losses[2])
+
+
+def test_plain_gpt_reads_each_segment_as_its_own_window(work):
+    from evaluate import forward
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=SEG, vocab_size=16, seg_len=SEG)).eval()
+    x = torch.randint(0, 16, (1, NSEG * SEG))
+    x2 = x.clone()
+    x2[0, 0] = (x[0, 0] + 1) % 16
+    a, _ = forward(model, x, None, SEG)
+    b, _ = forward(model, x2, None, SEG)
+    assert not torch.equal(a[:, :SEG], b[:, :SEG]) and torch.equal(a[:, SEG:], b[:, SEG:])

@@ -1,0 +1,299 @@
+"""
+Train memoGPT (mem_len > 0) or the plain GPT baseline (mem_len = 0), nanoGPT style.
+
+    python train.py config/recall.py                      # CPU quick start, minutes
+    python train.py config/recall.py --mem_len=0          # the same without memory
+    torchrun --standalone --nproc_per_node=8 train.py config/finetune_memogpt_medium.py
+
+A sample is n_seg segments of seg_len tokens. memoGPT reads it segment by segment from an
+empty memory, with gradients through the memory (bptt segments back, 0 = all); the plain
+GPT reads each segment as its own window (see evaluate.py). Long-distance memory is not
+learned at full length from scratch, so a curriculum grows the segments per sample: the
+stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to the end.
+"""
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from torch.distributed import all_gather_object, all_reduce, destroy_process_group, init_process_group
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from configurator import configure
+from evaluate import answer_targets, forward, load_meta, open_split, recall_accuracy, sample_batch, segment_loss_sums
+from model import GPT, GPTConfig
+
+# I/O
+out_dir = "out"
+eval_interval = 250      # iterations between evaluations (each also writes out_dir/ckpt.pt)
+eval_iters = 20          # val batches for the val loss
+recall_samples = 500     # recall set: val samples scored for accuracy by distance
+eval_only = False        # evaluate once and exit
+init_from = "scratch"    # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, ... | a local HF directory
+# data
+dataset = "openwebtext"  # data/<dataset>/, made by prepare.py
+gradient_accumulation_steps = 1  # over all processes: each of N DDP processes does 1/N of them
+batch_size = 8           # samples per micro-step
+seg_len = 1024           # tokens per segment
+n_seg = 1                # segments per sample in the last (or only) curriculum stage
+curriculum = ()          # n_seg of the stages before, e.g. (1, 2, 4); () = n_seg from the start
+stage_iters = 0          # iterations per curriculum stage
+answer_loss = False      # recall set: loss on the answer tokens only (all else is noise to predict)
+# model (scratch; resume takes the checkpoint's, gpt2* the pretrained shape)
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0
+bias = True
+mem_len = 0              # short-term memory slots; 0 = plain GPT
+ltm = 0                  # long-term memory snapshots
+dual_ffn = True
+bptt = 0                 # segments gradients reach back through the memory; 0 = all
+# AdamW, cosine learning rate with linear warmup
+learning_rate = 6e-4
+max_iters = 5000
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0          # 0 = no clipping
+warmup_iters = 100
+lr_decay_iters = 5000    # ~max_iters, as in Chinchilla
+min_lr = 6e-5            # ~learning_rate / 10
+decay_lr = True
+# system
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.cuda.is_available() else "float32"
+compile = False          # torch.compile the model
+seed = 1337
+config = configure(globals())
+
+# DDP under torchrun: NCCL between GPUs, gloo between CPU processes
+ddp = int(os.environ.get("RANK", -1)) != -1
+if ddp:
+    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+else:
+    rank, world = 0, 1
+master = rank == 0
+if gradient_accumulation_steps % world:
+    raise SystemExit(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the "
+                     f"{world} processes")
+accum = gradient_accumulation_steps // world
+device_type = "cuda" if device.startswith("cuda") else "cpu"
+ctx = nullcontext() if dtype == "float32" else torch.amp.autocast(device_type, dtype=getattr(torch, dtype))
+
+data_dir = os.path.join("data", dataset)
+meta = load_meta(data_dir)
+recall = meta["tokenizer"] == "recall"
+stages = (*curriculum, n_seg)
+if recall and (seg_len != meta["seg_len"] or max(stages) > meta["n_seg"]):
+    raise SystemExit(f"{data_dir} holds samples of {meta['n_seg']} segments of {meta['seg_len']} tokens: train with "
+                     f"--seg_len={meta['seg_len']} and n_seg <= {meta['n_seg']}, or remake it with prepare.py")
+if answer_loss and not recall:
+    raise SystemExit(f"answer_loss needs the recall set; {dataset} has no answers")
+if answer_loss and min(stages) < 2:
+    raise SystemExit(f"with answer_loss, every curriculum stage needs n_seg >= 2 (the first question is in "
+                     f"segment 1), got n_seg stages {stages}")
+train_data, val_data = open_split(data_dir, meta, "train"), open_split(data_dir, meta, "val")
+
+# model
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+ckpt = None
+torch.manual_seed(seed + rank)  # the initial weights (DDP copies rank 0's to all), then dropout
+if init_from == "scratch":  # vocab padded up to a multiple of 64, which is faster
+    model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=seg_len, bias=bias,
+                          vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
+                          ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn))
+elif init_from == "resume":
+    model, ckpt = GPT.from_checkpoint(ckpt_path, device)
+else:  # pretrained GPT-2 with the memory added on top
+    model = GPT.from_pretrained(init_from, dropout=dropout, mem_len=mem_len, ltm=ltm, seg_len=seg_len,
+                                dual_ffn=dual_ffn)
+model.config.bptt = bptt
+if model.config.mem_len > 0 and model.config.seg_len != seg_len:
+    raise SystemExit(f"the {init_from} model reads segments of {model.config.seg_len} tokens: "
+                     f"pass --seg_len={model.config.seg_len}")
+if model.config.vocab_size < meta["vocab_size"] or seg_len > model.config.block_size:
+    raise SystemExit(f"the {init_from} model (vocab {model.config.vocab_size}, block_size {model.config.block_size}) "
+                     f"cannot read {dataset} (vocab {meta['vocab_size']}) in segments of seg_len={seg_len}")
+model.to(device)
+model_args = asdict(model.config)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
+# batches come from one generator, the same on every process: each takes its share of the global
+# batch, so N processes draw the same samples as one process with N times the accumulation
+batch_rng = np.random.default_rng(seed)
+iter_num, best_val_loss = 0, float("inf")
+if ckpt is not None:
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+    rng = ckpt["rng"]
+    batch_rng.bit_generator.state = rng["batches"]
+    random.setstate(rng["python"])
+    if len(rng["torch"]) == world:
+        torch.set_rng_state(rng["torch"][rank])
+        if device_type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"][rank])
+    ckpt = None  # free memory
+raw_model = model
+if compile:
+    model = torch.compile(model)
+if ddp:
+    # a 1-segment stage runs the write slots without using them: their parameters get no gradient
+    model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None,
+                find_unused_parameters=model_args["mem_len"] > 0)
+eval_model = model.module if ddp else model
+
+
+def get_lr(it):
+    if not decay_lr:
+        return learning_rate
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def stage_of(it):
+    return min(it // stage_iters, len(curriculum)) if curriculum else 0
+
+
+def get_batch(rng, shards, n, segs):
+    """n samples of segs segments: (x, y) on the device. Recall: whole samples cut to segs segments."""
+    rows = sample_batch(shards, rng, n, segs * seg_len, meta["sample_len"] if recall else 0)
+    x = torch.from_numpy(rows[:, :-1])
+    y = torch.from_numpy(answer_targets(rows, meta) if answer_loss else rows[:, 1:])
+    if device_type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+@torch.no_grad()
+def evaluate(segs):
+    """Val loss and per-segment val loss on fixed val batches; recall accuracy by distance."""
+    eval_model.eval()
+    rng = np.random.default_rng(seed)  # the same batches every time, apart from the training stream
+    sums, counts = torch.zeros(segs), torch.zeros(segs)
+    for _ in range(eval_iters):
+        x, y = get_batch(rng, val_data, batch_size, segs)
+        with ctx:
+            s, c = segment_loss_sums(eval_model, x, y, seg_len)
+        sums, counts = sums + s, counts + c
+    out = {"val_loss": (sums.sum() / counts.sum()).item(),
+           "val_loss_by_segment": [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]}
+    if recall:
+        with ctx:
+            acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device)
+        out["recall_accuracy"] = {d: round(a, 4) for d, a in acc.items()}
+    eval_model.train()
+    return out
+
+
+def save_checkpoint():
+    rng = {"batches": batch_rng.bit_generator.state, "python": random.getstate(), "torch": [torch.get_rng_state()],
+           "cuda": [torch.cuda.get_rng_state()] if device_type == "cuda" else []}
+    if ddp:  # every process's dropout stream, so a resume continues each exactly
+        for k in ("torch", "cuda"):
+            states = [None] * world
+            all_gather_object(states, rng[k])
+            rng[k] = [s for per_rank in states for s in per_rank]
+    if not master:
+        return
+    state = {"model": raw_model.state_dict(), "model_args": model_args, "optimizer": optimizer.state_dict(),
+             "scaler": scaler.state_dict(), "iter_num": iter_num, "best_val_loss": best_val_loss,
+             "config": config, "meta": meta, "rng": rng, "stage": stage_of(iter_num),
+             "n_seg": stages[stage_of(iter_num)]}
+    os.makedirs(out_dir, exist_ok=True)
+    torch.save(state, ckpt_path + ".tmp")
+    os.replace(ckpt_path + ".tmp", ckpt_path)
+
+
+def stop_unless_finite(loss, what):
+    if not math.isfinite(loss):
+        bar.close()
+        kept = f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint saved"
+        raise SystemExit(f"iter {iter_num}: {what} is {loss}; stopped ({kept}). "
+                         "Lower learning_rate, raise warmup_iters, or use dtype=bfloat16/float32")
+
+
+def log_eval(train_loss, tokens_per_s):
+    global best_val_loss
+    segs = stages[stage_of(iter_num)]
+    record = {"iter": iter_num, "n_seg": segs, "lr": get_lr(iter_num), "train_loss": train_loss,
+              **evaluate(segs), "tokens_per_s": round(tokens_per_s), "elapsed_s": round(time.time() - t_start, 1)}
+    stop_unless_finite(record["val_loss"], "val loss")
+    best_val_loss = min(best_val_loss, record["val_loss"])
+    tqdm.write(f"iter {iter_num}: n_seg {segs}, val loss {record['val_loss']:.4f}, by segment "
+               f"{record['val_loss_by_segment']}" + (f", recall accuracy by distance {record['recall_accuracy']}"
+                                                     if recall else ""))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+t_start = time.time()
+bar = tqdm(total=max_iters, initial=iter_num, disable=not master or eval_only, dynamic_ncols=True)
+if eval_only:
+    if master:
+        log_eval(None, 0)
+    raise SystemExit(0)
+if master:
+    n_params = raw_model.get_num_params()
+    print(f"{n_params / 1e6:.2f}M parameters; curriculum n_seg {stages} x {stage_iters} iterations; "
+          f"{gradient_accumulation_steps * batch_size} samples per iteration")
+train_loss, tokens, t_eval = None, 0, time.time()
+while True:
+    segs = stages[stage_of(iter_num)]
+    if iter_num % eval_interval == 0 or iter_num == max_iters:
+        if master:
+            log_eval(train_loss, tokens / (time.time() - t_eval))
+        if iter_num > 0:
+            save_checkpoint()
+        tokens, t_eval = 0, time.time()
+    if iter_num >= max_iters:
+        break
+    lr = get_lr(iter_num)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    # this process's share of the global batch, drawn in full so every process stays in step
+    x_all, y_all = get_batch(batch_rng, train_data, gradient_accumulation_steps * batch_size, segs)
+    loss_sum = torch.zeros((), device=device)
+    for micro in range(accum):
+        rows = slice((rank * accum + micro) * batch_size, (rank * accum + micro + 1) * batch_size)
+        if ddp:  # all-reduce the gradients only at the last micro-step
+            model.require_backward_grad_sync = micro == accum - 1
+        with ctx:
+            _, loss = forward(model, x_all[rows], y_all[rows], seg_len)
+        loss = loss / accum
+        loss_sum += loss.detach()
+        scaler.scale(loss).backward()
+    if ddp:
+        all_reduce(loss_sum)
+        loss_sum /= world
+    train_loss = loss_sum.item()
+    stop_unless_finite(train_loss, "training loss")
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    tokens += x_all.numel()
+    iter_num += 1
+    bar.update(1)
+    bar.set_postfix(loss=f"{train_loss:.4f}", n_seg=segs, lr=f"{lr:.1e}")
+bar.close()
+if ddp:
+    destroy_process_group()
