@@ -184,20 +184,20 @@ class GPT(nn.Module):
         M = self.config.mem_len
         return torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])
 
-    def _segment(self, idx, mem):
-        """One segment through the stack. idx (B, L), L <= seg_len. Returns token hidden states (B, L, C) and
-        the memory after it (unchanged if the segment is partial: only complete segments are written)."""
-        B, L = idx.size()
+    def _segment(self, tok_emb, mem):
+        """One segment through the stack. tok_emb (B, L, C), L <= seg_len. Returns token hidden states (B, L, C)
+        and the memory after it (unchanged if the segment is partial: only complete segments are written)."""
+        B, L, _ = tok_emb.size()
         M = self.config.mem_len
         write = L == self.config.seg_len
-        pos = torch.arange(L, dtype=torch.long, device=idx.device)  # positions restart in every segment
-        rows = [mem.stm + self.mem_read, self.transformer.wte(idx) + self.transformer.wpe(pos)]
+        pos = torch.arange(L, dtype=torch.long, device=tok_emb.device)  # positions restart in every segment
+        rows = [mem.stm + self.mem_read, tok_emb + self.transformer.wpe(pos)]
         if write:
             rows.append(mem.stm + self.mem_write)
         x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, M+L+M, C): [ R | X | W ]
         ltm = mem.ltm_kv()  # (n_layer, 2, B, nh, K*M, hs): keys only, never queries
         n_ltm = 0 if ltm is None else ltm.size(4)
-        mask = segment_mask(n_ltm, M, L, M if write else 0, idx.device)
+        mask = segment_mask(n_ltm, M, L, M if write else 0, tok_emb.device)
         x, kvs = self._blocks(x, ltm, mask, mem_rows=(M, M if write else 0))
         if write:
             mem = mem.push(self.ln_mem(x[:, -M:]), self._snapshot(kvs), self.config.ltm)
@@ -215,11 +215,12 @@ class GPT(nn.Module):
             mem = None
         else:
             mem = self.empty_memory(B) if mem is None else mem
+            tok_emb = self.transformer.wte(idx)  # once: one embedding gradient, not one per segment
             xs = []
             for s, start in enumerate(range(0, T, cfg.seg_len)):
                 if cfg.bptt and s > 0 and s % cfg.bptt == 0:
                     mem = mem.detach()  # truncated BPTT: a loss reaches back 1..bptt segments
-                x, mem = self._segment(idx[:, start:start + cfg.seg_len], mem)
+                x, mem = self._segment(tok_emb[:, start:start + cfg.seg_len], mem)
                 xs.append(x)
             x = torch.cat(xs, dim=1)
         logits = self.lm_head(self.transformer.ln_f(x))
