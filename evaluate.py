@@ -65,7 +65,7 @@ def forward(model, x, y, seg_len):
         logits, loss, _ = model(x, y)
         return logits, loss
     B, T = x.shape
-    logits, loss, _ = model(x.view(-1, seg_len), None if y is None else y.reshape(-1, seg_len))
+    logits, loss, _ = model(x.reshape(-1, seg_len), None if y is None else y.reshape(-1, seg_len))
     return logits.view(B, T, -1), loss
 
 

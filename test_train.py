@@ -137,6 +137,13 @@ def test_per_segment_loss_is_a_list_by_segment_index(work):
     assert math.isnan(losses[2])
 
 
+def test_plain_gpt_baseline_trains_and_evaluates(work, monkeypatch):
+    train(monkeypatch, "--mem_len=0", "--max_iters=2", "--eval_interval=2", "--out_dir=gpt")
+    records = log("gpt/log.jsonl")
+    assert len(records[-1]["val_loss_by_segment"]) == NSEG and set(records[-1]["recall_accuracy"]) == {"1", "2"}
+    assert load("gpt/ckpt.pt")["model_args"]["mem_len"] == 0
+
+
 def test_plain_gpt_reads_each_segment_as_its_own_window(work):
     from evaluate import forward
     torch.manual_seed(0)
