@@ -53,7 +53,9 @@ def test_unknown_or_mistyped_setting_stops_with_one_line(work, monkeypatch):
     with pytest.raises(SystemExit, match="--seg_len=8"):
         train(monkeypatch, "--seg_len=16")
     with pytest.raises(SystemExit, match="n_seg >= 2"):
-        train(monkeypatch, "--curriculum=(1,)")
+        train(monkeypatch, "--curriculum=(1,)", "--stage_iters=2")
+    with pytest.raises(SystemExit, match="needs --stage_iters"):
+        train(monkeypatch, "--curriculum=(2,)")
 
 
 def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):

@@ -98,6 +98,8 @@ stages = (*curriculum, n_seg)
 if recall and (seg_len != meta["seg_len"] or max(stages) > meta["n_seg"]):
     raise SystemExit(f"{data_dir} holds samples of {meta['n_seg']} segments of {meta['seg_len']} tokens: train with "
                      f"--seg_len={meta['seg_len']} and n_seg <= {meta['n_seg']}, or remake it with prepare.py")
+if curriculum and stage_iters < 1:
+    raise SystemExit(f"curriculum {curriculum} needs --stage_iters, the iterations of each stage")
 if answer_loss and not recall:
     raise SystemExit(f"answer_loss needs the recall set; {dataset} has no answers")
 if answer_loss and min(stages) < 2:
