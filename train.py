@@ -14,7 +14,6 @@ stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to 
 import json
 import math
 import os
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -141,7 +140,6 @@ if ckpt is not None:
     iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
     rng = ckpt["rng"]
     batch_rng.bit_generator.state = rng["batches"]
-    random.setstate(rng["python"])
     if len(rng["torch"]) == world:
         torch.set_rng_state(rng["torch"][rank])
         if device_type == "cuda":
@@ -204,7 +202,7 @@ def evaluate(segs):
 
 
 def save_checkpoint():
-    rng = {"batches": batch_rng.bit_generator.state, "python": random.getstate(), "torch": [torch.get_rng_state()],
+    rng = {"batches": batch_rng.bit_generator.state, "torch": [torch.get_rng_state()],
            "cuda": [torch.cuda.get_rng_state()] if device_type == "cuda" else []}
     if ddp:  # every process's dropout stream, so a resume continues each exactly
         for k in ("torch", "cuda"):
