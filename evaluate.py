@@ -52,10 +52,11 @@ def sample_batch(shards, rng, n, length, aligned):
 
 
 def answer_targets(rows, meta):
-    """Targets that are -1 everywhere but at the recall answers (the prediction made just before each)."""
+    """Targets that are -1 everywhere but at the recall answers, the tokens two after each "?" marker
+    (each target sits at the prediction made just before its answer)."""
     y = np.full((rows.shape[0], rows.shape[1] - 1), -1, dtype=np.int64)
-    offsets = [a for a in meta["answer_offsets"] if a < y.shape[1]]
-    y[:, [a - 1 for a in offsets]] = rows[:, offsets]
+    asked = rows[:, :-2] == meta["question"]  # "?" at t: its key at t+1, the answer at t+2
+    y[:, 1:][asked] = rows[:, 2:][asked]
     return y
 
 
@@ -63,10 +64,14 @@ def forward(model, x, y, seg_len):
     """Logits (B, T, vocab) and loss of a batch of samples, read as described at the top."""
     if getattr(model, "module", model).config.mem_len > 0:
         logits, loss, _ = model(x, y)
-        return logits, loss
-    B, T = x.shape
-    logits, loss, _ = model(x.reshape(-1, seg_len), None if y is None else y.reshape(-1, seg_len))
-    return logits.view(B, T, -1), loss
+    else:
+        B, T = x.shape
+        logits, loss, _ = model(x.reshape(-1, seg_len), None if y is None else y.reshape(-1, seg_len))
+        logits = logits.view(B, T, -1)
+    if y is not None and not (y != -1).any():
+        # recall samples cut (by the curriculum) before their questions have no target: loss 0, not nan
+        loss = logits.sum() * 0.0
+    return logits, loss
 
 
 @torch.no_grad()
@@ -88,20 +93,20 @@ def per_segment_loss(model, x, y, seg_len):
 
 @torch.no_grad()
 def recall_accuracy(model, data, meta, n_samples, batch_size, device):
-    """Exact-answer accuracy (greedy, over the whole vocabulary) by distance in segments, on the first
-    n_samples whole samples of data (the recall set's val tokens)."""
-    L = meta["sample_len"]
+    """Exact-answer accuracy (greedy, over the whole vocabulary) by distance in segments from the facts
+    (segment 0) to the question, on the first n_samples whole samples of data (the recall set's val tokens)."""
+    L, S = meta["sample_len"], meta["seg_len"]
     n_samples = min(n_samples, len(data) // L)
     if n_samples == 0:
         raise SystemExit(f"recall data holds no whole sample of {L} tokens")
-    offsets = torch.tensor(meta["answer_offsets"])
-    distance = torch.tensor(meta["answer_distance"])
-    hits = torch.zeros(len(offsets))
+    hits, counts = torch.zeros(meta["n_seg"]), torch.zeros(meta["n_seg"])
     for start in range(0, n_samples, batch_size):
         n = min(batch_size, n_samples - start)
         x = torch.from_numpy(np.asarray(data[start * L:(start + n) * L], dtype=np.int64)).view(n, L).to(device)
-        logits, _ = forward(model, x, None, meta["seg_len"])
-        guess = logits[:, offsets - 1].argmax(-1).cpu()
-        hits += (guess == x[:, offsets].cpu()).float().sum(0)
-    return {int(d): (hits[distance == d].sum() / ((distance == d).sum() * n_samples)).item()
-            for d in distance.unique()}
+        logits, _ = forward(model, x, None, S)
+        asked = x[:, :-2] == meta["question"]
+        right = (logits[:, 1:-1][asked].argmax(-1) == x[:, 2:][asked]).float().cpu()
+        distance = (asked.nonzero()[:, 1].cpu() + 2) // S  # the answer's segment
+        hits.index_add_(0, distance, right)
+        counts.index_add_(0, distance, torch.ones_like(right))
+    return {d: (hits[d] / counts[d]).item() for d in range(meta["n_seg"]) if counts[d] > 0}

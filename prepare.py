@@ -47,10 +47,11 @@ hf_path = ""  # set any of hf_path/hf_name/hf_data_files to read another source 
 hf_name = ""  # load_dataset(hf_path, hf_name or None, data_files=hf_data_files or None), column "text",
 hf_data_files = ""  # e.g. --hf_path=parquet --hf_data_files='hf://datasets/USER/REPO/data/*.parquet'
 input = ""  # text: a glob of local files, e.g. 'books/*.txt'
-# recall: segment 0 states n_seg-1 facts "key value ...", segment d asks one at its end
+# recall: segment 0 states n_facts facts "key value ...", each asked once at the end of a later segment
 seg_len = 16  # tokens per segment
 n_seg = 8  # segments per sample: the distance from a fact to its question reaches n_seg-1
-n_keys = 32  # key tokens (each sample uses n_seg-1 distinct ones)
+n_facts = 1  # facts per sample, at most n_seg-1
+n_keys = 32  # key tokens (each sample uses n_facts distinct ones)
 n_values = 16  # value tokens: chance accuracy is 1/n_values
 n_filler = 32  # distractor tokens, a vocabulary of their own
 n_train = 100_000  # samples
@@ -68,7 +69,8 @@ SOURCES = {  # load_dataset() arguments; the split is "train", the text is in co
 }
 # the settings that decide a dataset's output: a rerun with the same ones finds it prepared already
 TEXT_SETTINGS = ("shard_size", "val_fraction", "max_docs", "hf_path", "hf_name", "hf_data_files", "input")
-RECALL_SETTINGS = ("shard_size", "seg_len", "n_seg", "n_keys", "n_values", "n_filler", "n_train", "n_val", "seed")
+RECALL_SETTINGS = ("shard_size", "seg_len", "n_seg", "n_facts", "n_keys", "n_values", "n_filler", "n_train", "n_val",
+                   "seed")
 
 # GPT-2's BPE is tiktoken's r50k_base file, shipped byte-identical in the openai-whisper sdist on PyPI
 WHISPER = "openai-whisper==20250625"
@@ -304,6 +306,9 @@ def tokenize_text(cfg, out_dir, source):
 # -----------------------------------------------------------------------------
 # recall: the synthetic long-range recall set
 
+QUESTION = 1  # the id of "?": the fact's key and its value (the answer) follow it
+
+
 def recall_vocab(cfg):
     """Token strings by id: 0 = <eot> (also padding), 1 = ? (question marker), then keys, values, filler."""
     return (["<eot>", "?"] + [f"k{j}" for j in range(cfg["n_keys"])] + [f"v{j}" for j in range(cfg["n_values"])]
@@ -316,37 +321,30 @@ def recall_first_ids(cfg):
 
 
 def recall_samples(n, cfg, rng):
-    """n samples of n_seg segments (n, n_seg*seg_len): segment 0 holds the facts "k v k v ..." then
-    filler; segment d = 1.. is filler then "? k v" with v the last token, k the (d)th fact asked
-    (every fact once, random order). The first segments of a sample are a valid sample too."""
-    S, n_facts = cfg["seg_len"], cfg["n_seg"] - 1
+    """n samples of n_seg segments (n, n_seg*seg_len) of filler: segment 0 opens with the n_facts facts
+    "k v k v ...", and each fact is asked once, "? k v" closing a distinct random later segment (v the
+    answer). No answer gives another away, and the first segments of a sample are a valid sample too."""
+    S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
     key0, val0, fil0 = recall_first_ids(cfg)
-    x = fil0 + rng.integers(cfg["n_filler"], size=(n, cfg["n_seg"] * S))
-    keys = rng.random((n, cfg["n_keys"])).argsort(axis=1)[:, :n_facts]  # distinct within a sample
-    values = rng.integers(cfg["n_values"], size=(n, n_facts))
-    x[:, 0:2 * n_facts:2] = key0 + keys
-    x[:, 1:2 * n_facts:2] = val0 + values
-    asked = rng.random((n, n_facts)).argsort(axis=1)  # which fact each later segment asks
-    answers = recall_answer_offsets(cfg)
-    x[:, answers - 2] = 1
-    x[:, answers - 1] = key0 + np.take_along_axis(keys, asked, axis=1)
-    x[:, answers] = val0 + np.take_along_axis(values, asked, axis=1)
+    x = fil0 + rng.integers(cfg["n_filler"], size=(n, n_seg * S))
+    keys = key0 + rng.random((n, cfg["n_keys"])).argsort(axis=1)[:, :F]  # distinct within a sample
+    values = val0 + rng.integers(cfg["n_values"], size=(n, F))
+    x[:, 0:2 * F:2], x[:, 1:2 * F:2] = keys, values
+    asked_in = 1 + rng.random((n, n_seg - 1)).argsort(axis=1)[:, :F]  # the segment asking each fact
+    answers = asked_in * S + S - 1
+    rows = np.arange(n)[:, None]
+    x[rows, answers - 2], x[rows, answers - 1], x[rows, answers] = QUESTION, keys, values
     return x.astype(np.uint16)
-
-
-def recall_answer_offsets(cfg):
-    S = cfg["seg_len"]
-    return np.arange(1, cfg["n_seg"]) * S + S - 1  # the last token of segments 1 .. n_seg-1
 
 
 def check_recall(cfg):
     """Stop with one line on recall settings that make no valid sample."""
-    S, n_seg = cfg["seg_len"], cfg["n_seg"]
-    sample_len, n_facts = n_seg * S, n_seg - 1
-    if n_seg < 2 or S < max(3, 2 * n_facts) or cfg["n_keys"] < n_facts or min(cfg["n_values"], cfg["n_filler"]) < 1:
-        raise SystemExit("recall needs n_seg >= 2, the facts in segment 0 (2*(n_seg-1) <= seg_len), seg_len >= 3, "
-                         f"n_keys >= n_seg-1 and n_values, n_filler >= 1; got n_seg={n_seg}, seg_len={S}, "
-                         f"n_keys={cfg['n_keys']}, n_values={cfg['n_values']}, n_filler={cfg['n_filler']}")
+    S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
+    sample_len = n_seg * S
+    if not (1 <= F < n_seg and S >= max(3, 2 * F) and cfg["n_keys"] >= F and min(cfg["n_values"], cfg["n_filler"]) >= 1):
+        raise SystemExit("recall needs 1 <= n_facts <= n_seg-1, the facts in segment 0 (2*n_facts <= seg_len), "
+                         f"seg_len >= 3, n_keys >= n_facts and n_values, n_filler >= 1; got n_facts={F}, n_seg={n_seg}, "
+                         f"seg_len={S}, n_keys={cfg['n_keys']}, n_values={cfg['n_values']}, n_filler={cfg['n_filler']}")
     if cfg["shard_size"] < sample_len:
         raise SystemExit(f"shard_size {cfg['shard_size']} is below one recall sample ({sample_len} tokens)")
     check_uint16(len(recall_vocab(cfg)), "recall")
@@ -364,8 +362,7 @@ def make_recall(cfg, out_dir):
         shards.update(writer.close())
     val0 = recall_first_ids(cfg)[1]
     return dict(tokenizer="recall", vocab_size=len(itos), eot=0, itos=itos, sample_len=sample_len, seg_len=S,
-                n_seg=n_seg, answer_offsets=recall_answer_offsets(cfg).tolist(),
-                answer_distance=list(range(1, n_seg)), n_values=cfg["n_values"],
+                n_seg=n_seg, n_facts=cfg["n_facts"], question=QUESTION, n_values=cfg["n_values"],
                 value_ids=list(range(val0, val0 + cfg["n_values"])),
                 train_samples=cfg["n_train"], val_samples=cfg["n_val"], shards=shards)
 

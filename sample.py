@@ -12,10 +12,11 @@ Controllable memory: read a document into memory, save it, and ask about it in a
 without giving the document again:
 
     python sample.py --out_dir=out-recall --read=doc.txt --save_memory=mem.pt --num_samples=0
-    python sample.py --out_dir=out-recall --load_memory=mem.pt --show_memory=True --start='? k3' \
-        --max_new_tokens=1 --top_k=1 --num_samples=1
-    python sample.py --out_dir=out-recall --load_memory=mem.pt --clear_ltm=True --start='? k3' \
-        --max_new_tokens=1 --top_k=1 --num_samples=1
+    python sample.py --out_dir=out-recall --load_memory=mem.pt --show_memory=True --max_new_tokens=1 \
+        --top_k=1 --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k3'
+    python sample.py --out_dir=out-recall --load_memory=mem.pt --clear_ltm=True ...
+
+(the recall model was trained with questions that close a segment: 13 filler tokens, then "? key")
 
 Memory holds complete segments only, so --read pads a partial last segment with the end-of-text
 token: the whole document is in memory and none of it is left in the prompt. The order is: load,

@@ -35,7 +35,7 @@ def bench(cwd, *args):
 def quick(tmp_path_factory):
     """One --quick run with a tiny memoGPT checkpoint (random weights, train.py's format) on a recall set."""
     tmp = tmp_path_factory.mktemp("bench")
-    meta = prepare.prepare(dataset="recall", data_dir=str(tmp / "data"), n_train=64, n_val=64)
+    meta = prepare.prepare(dataset="recall", data_dir=str(tmp / "data"), n_facts=7, n_train=64, n_val=64)
     args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, mem_len=4, ltm=2, seg_len=16)
     torch.manual_seed(0)
     model = GPT(GPTConfig(**args))

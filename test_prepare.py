@@ -111,33 +111,49 @@ def recall_samples_of(out_dir, meta, split):
 
 
 def test_recall_answers_recoverable(tmp_path):
-    meta = prepare.prepare(dataset="recall", data_dir=str(tmp_path), n_train=3000, n_val=200, shard_size=100_000)
+    meta = prepare.prepare(dataset="recall", data_dir=str(tmp_path), n_facts=3, n_train=3000, n_val=200,
+                           shard_size=100_000)
     out_dir = tmp_path / "recall"
-    S, n_seg = meta["seg_len"], meta["n_seg"]
-    assert (meta["sample_len"], S, n_seg, meta["eot"]) == (128, 16, 8, 0) and meta["tokenizer"] == "recall"
-    assert meta["answer_offsets"] == [d * S + S - 1 for d in range(1, n_seg)]
-    assert meta["answer_distance"] == list(range(1, n_seg)) and max(meta["answer_distance"]) == 7
+    S, n_seg, F = meta["seg_len"], meta["n_seg"], meta["n_facts"]
+    assert (meta["sample_len"], S, n_seg, F, meta["eot"]) == (128, 16, 8, 3, 0) and meta["tokenizer"] == "recall"
     assert len(meta["value_ids"]) == meta["n_values"] == 16 and len(meta["itos"]) == meta["vocab_size"]
     encode, decode = prepare.get_tokenizer(meta)
-    question = encode("?")[0]
+    assert encode("?") == [meta["question"]]
     assert [meta["itos"][v] for v in meta["value_ids"]] == [f"v{j}" for j in range(16)]
     train = recall_samples_of(out_dir, meta, "train")
     val = recall_samples_of(out_dir, meta, "val")
     assert (len(train), len(val)) == (3000, 200) and len(meta["shards"]) == 5
     assert not np.array_equal(train[:200], val)  # different seeds
+    distances = []
     for x in (train, val):
-        fact_keys, fact_values = x[:, 0:2 * (n_seg - 1):2], x[:, 1:2 * (n_seg - 1):2]
-        assert all(len(set(row)) == n_seg - 1 for row in fact_keys.tolist())  # distinct keys
-        asked = []
-        for off in meta["answer_offsets"]:
-            assert (x[:, off - 2] == question).all()
-            match = fact_keys == x[:, off - 1:off]  # the question's key in segment 0
-            assert (match.sum(1) == 1).all()
-            assert (x[:, off] == fact_values[match]).all()  # the answer is that key's value
-            asked.append(x[:, off - 1])
-        assert (np.sort(np.stack(asked, 1), 1) == np.sort(fact_keys, 1)).all()  # every fact asked once
-        assert set(x[:, meta["answer_offsets"]].ravel().tolist()) <= set(meta["value_ids"])
+        fact_keys, fact_values = x[:, 0:2 * F:2], x[:, 1:2 * F:2]
+        assert all(len(set(row)) == F for row in fact_keys.tolist())  # distinct keys
+        rows, q = np.nonzero(x == meta["question"])
+        assert (np.bincount(rows) == F).all() and ((q + 3) % S == 0).all()  # F questions, each closing a segment
+        segments = (q // S).reshape(-1, F)
+        assert (segments >= 1).all() and all(len(set(s)) == F for s in segments.tolist())  # distinct segments
+        keys, answers = x[rows, q + 1].reshape(-1, F), x[rows, q + 2].reshape(-1, F)
+        assert (np.sort(keys, 1) == np.sort(fact_keys, 1)).all()  # every fact asked once
+        for f in range(F):  # the answer is the value the key had in segment 0
+            match = fact_keys == keys[:, f:f + 1]
+            assert (match.sum(1) == 1).all() and (answers[:, f] == fact_values[match]).all()
+        assert set(answers.ravel().tolist()) <= set(meta["value_ids"])
+        distances += segments.ravel().tolist()
+    assert set(distances) == set(range(1, n_seg))  # every distance occurs
     assert encode(decode(train[0].tolist())) == train[0].tolist()
+
+
+def test_recall_answer_targets():
+    """answer_targets puts each answer at the prediction before it, also in samples cut to fewer segments."""
+    from evaluate import answer_targets
+    cfg = prepare.resolve(dict(dataset="recall", n_facts=2))
+    x = prepare.recall_samples(50, cfg, np.random.default_rng(0)).astype(np.int64)
+    rows = np.concatenate([x, np.full((50, 1), -1)], 1)  # sample_batch's rows: one token more
+    y = answer_targets(rows, dict(question=prepare.QUESTION))
+    r, t = np.nonzero(y != -1)
+    assert (np.bincount(r) == 2).all() and (x[r, t - 1] == prepare.QUESTION).all() and (y[r, t] == x[r, t + 1]).all()
+    cut = answer_targets(rows[:, :2 * 16 + 1], dict(question=prepare.QUESTION))  # first 2 segments only
+    assert (cut == y[:, :2 * 16]).all()
 
 
 def test_rerun_resumes_or_redoes(tmp_path, capsys):
@@ -151,7 +167,7 @@ def test_rerun_resumes_or_redoes(tmp_path, capsys):
         prepare.prepare(**{**kw, "seed": 7})
     assert "seed" in one_line_exit(e) and "--force=True" in str(e.value.code)
     with pytest.raises(SystemExit):  # invalid settings stop before the old data is removed
-        prepare.prepare(**{**kw, "n_seg": 12, "force": True})
+        prepare.prepare(**{**kw, "n_facts": 8, "force": True})
     assert shard.stat().st_mtime_ns == mtime and (tmp_path / "recall" / "meta.json").exists()
     (tmp_path / "recall" / "train_009.bin").write_bytes(b"stale")
     (tmp_path / "recall" / "val_000.bin.tmp").write_bytes(b"stale")
@@ -189,7 +205,7 @@ def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
     (dict(force="yes"), "force must be bool"),
     (dict(dataset="text", input="/nonexistent/*.txt"), "matches no files"),
     (dict(dataset="text"), "--dataset=text needs --input="),
-    (dict(dataset="recall", n_seg=12), "2*(n_seg-1) <= seg_len"),
+    (dict(dataset="recall", n_facts=9, n_seg=12), "2*n_facts <= seg_len"),
     (dict(dataset="recall", n_filler=70_000), "do not fit uint16"),
     (dict(hf_data_files="x.parquet"), "need --hf_path"),
 ])

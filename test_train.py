@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluate import per_segment_loss, recall_accuracy
+from evaluate import forward, per_segment_loss, recall_accuracy
 from model import GPT, GPTConfig
 from prepare import prepare
 
@@ -24,7 +24,7 @@ TINY = ["--dataset=recall", f"--seg_len={SEG}", f"--n_seg={NSEG}", "--n_layer=1"
 
 @pytest.fixture
 def work(tmp_path, monkeypatch):
-    meta = prepare(data_dir=str(tmp_path / "data"), dataset="recall", seg_len=SEG, n_seg=NSEG, n_keys=4,
+    meta = prepare(data_dir=str(tmp_path / "data"), dataset="recall", seg_len=SEG, n_seg=NSEG, n_facts=2, n_keys=4,
                    n_values=4, n_filler=3, n_train=64, n_val=16)
     monkeypatch.chdir(tmp_path)
     return SimpleNamespace(path=tmp_path, meta=meta)
@@ -126,6 +126,19 @@ def test_recall_accuracy_by_distance_on_controlled_logits(work):
     acc = recall_accuracy(Oracle(work.meta), data, work.meta, n_samples=10, batch_size=4, device="cpu")
     answers_at_2 = data[:10 * NSEG * SEG].reshape(10, -1)[:, 3 * SEG - 1]
     assert acc == {1: 1.0, 2: pytest.approx(np.mean(answers_at_2 == work.meta["value_ids"][0]))}
+
+
+@pytest.mark.parametrize("mem_len", [2, 0])
+def test_a_batch_without_answers_has_zero_loss(mem_len):
+    """A curriculum stage can cut every sample of a batch before its question: loss 0, not nan."""
+    model = GPT(GPTConfig(block_size=SEG, vocab_size=16, n_layer=1, n_head=2, n_embd=8, mem_len=mem_len, seg_len=SEG))
+    x = torch.randint(0, 16, (2, 2 * SEG))
+    _, loss = forward(model, x, torch.full_like(x, -1), SEG)
+    loss.backward()
+    assert loss.item() == 0 and all(p.grad is None or not p.grad.any() for p in model.parameters())
+    y = torch.full_like(x, -1)
+    y[:, -1] = 3
+    assert forward(model, x, y, SEG)[1].item() > 0
 
 
 def test_per_segment_loss_is_a_list_by_segment_index(work):
