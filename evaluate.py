@@ -64,14 +64,10 @@ def forward(model, x, y, seg_len):
     """Logits (B, T, vocab) and loss of a batch of samples, read as described at the top."""
     if getattr(model, "module", model).config.mem_len > 0:
         logits, loss, _ = model(x, y)
-    else:
-        B, T = x.shape
-        logits, loss, _ = model(x.reshape(-1, seg_len), None if y is None else y.reshape(-1, seg_len))
-        logits = logits.view(B, T, -1)
-    if y is not None and not (y != -1).any():
-        # recall samples cut (by the curriculum) before their questions have no target: loss 0, not nan
-        loss = logits.sum() * 0.0
-    return logits, loss
+        return logits, loss
+    B, T = x.shape
+    logits, loss, _ = model(x.reshape(-1, seg_len), None if y is None else y.reshape(-1, seg_len))
+    return logits.view(B, T, -1), loss
 
 
 @torch.no_grad()
@@ -102,11 +98,12 @@ def recall_accuracy(model, data, meta, n_samples, batch_size, device):
     hits, counts = torch.zeros(meta["n_seg"]), torch.zeros(meta["n_seg"])
     for start in range(0, n_samples, batch_size):
         n = min(batch_size, n_samples - start)
-        x = torch.from_numpy(np.asarray(data[start * L:(start + n) * L], dtype=np.int64)).view(n, L).to(device)
-        logits, _ = forward(model, x, None, S)
-        asked = x[:, :-2] == meta["question"]
-        right = (logits[:, 1:-1][asked].argmax(-1) == x[:, 2:][asked]).float().cpu()
-        distance = (asked.nonzero()[:, 1].cpu() + 2) // S  # the answer's segment
+        rows = np.asarray(data[start * L:(start + n) * L], dtype=np.int64).reshape(n, L)
+        y = torch.from_numpy(answer_targets(rows, meta))  # (n, L-1): the answers, at the predictions before them
+        logits, _ = forward(model, torch.from_numpy(rows).to(device), None, S)
+        asked = y != -1
+        right = (logits[:, :-1][asked.to(device)].argmax(-1).cpu() == y[asked]).float()
+        distance = (asked.nonzero()[:, 1] + 1) // S  # the answer's segment
         hits.index_add_(0, distance, right)
         counts.index_add_(0, distance, torch.ones_like(right))
     return {d: (hits[d] / counts[d]).item() for d in range(meta["n_seg"]) if counts[d] > 0}

@@ -226,7 +226,10 @@ class GPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            # the mean over the targets, and 0 (not nan) when there are none: recall samples cut before
+            # their questions by the curriculum (the count stays on the device: no sync)
+            loss = (F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                                    reduction="sum") / (targets != -1).sum().clamp(min=1))
         return logits, loss, mem
 
     @classmethod
