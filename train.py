@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-from torch.distributed import all_gather_object, all_reduce, destroy_process_group, init_process_group
+from torch.distributed import all_gather_object, all_reduce, barrier, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -296,4 +296,5 @@ while True:
     bar.set_postfix(loss=f"{train_loss:.4f}", n_seg=segs, lr=f"{lr:.1e}")
 bar.close()
 if ddp:
+    barrier()  # tearing down while rank 0 still writes the checkpoint aborts the process in gloo (~5% of runs)
     destroy_process_group()
