@@ -106,6 +106,18 @@ def test_ddp_two_processes_equal_one_with_twice_the_accumulation(work):
     assert la[-1]["val_loss"] != la[0]["val_loss"]  # it did train
 
 
+def test_ddp_stops_every_process_on_the_masters_nan_val_loss(work):
+    """Only the master evaluates; the other process must stop with it, not fail on a closed connection."""
+    env = {**os.environ, "PYTHONPATH": HERE, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          os.path.join(HERE, "train.py"), *TINY, "--max_iters=6", "--eval_interval=1", "--device=cpu",
+                          "--gradient_accumulation_steps=2", "--learning_rate=1e30", "--warmup_iters=0",
+                          "--grad_clip=0.0", "--out_dir=nan"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.count("iter 1: val loss is nan; stopped (no checkpoint saved)") == 1
+    assert "[rank1]" not in run.stderr.replace("[rank1]:[W", "")  # rank 1 raised nothing (warnings aside)
+
+
 class Oracle(torch.nn.Module):
     """A 'model' with controlled logits: the true next token in segment 1, value_ids[0] everywhere else."""
 

@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-from torch.distributed import all_gather_object, all_reduce, barrier, destroy_process_group, init_process_group
+from torch.distributed import all_gather_object, all_reduce, barrier, broadcast, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -225,7 +225,7 @@ def stop_unless_finite(loss, what):
         bar.close()
         kept = f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint saved"
         raise SystemExit(f"iter {iter_num}: {what} is {loss}; stopped ({kept}). "
-                         "Lower learning_rate, raise warmup_iters, or use dtype=bfloat16/float32")
+                         "Lower learning_rate, raise warmup_iters, or use dtype=bfloat16/float32" if master else 1)
 
 
 def log_eval(train_loss, tokens_per_s):
@@ -233,7 +233,6 @@ def log_eval(train_loss, tokens_per_s):
     segs = stages[stage_of(iter_num)]
     record = {"iter": iter_num, "n_seg": segs, "lr": get_lr(iter_num), "train_loss": train_loss,
               **evaluate(segs), "tokens_per_s": round(tokens_per_s), "elapsed_s": round(time.time() - t_start, 1)}
-    stop_unless_finite(record["val_loss"], "val loss")
     best_val_loss = min(best_val_loss, record["val_loss"])
     tqdm.write(f"iter {iter_num}: n_seg {segs}, val loss {record['val_loss']:.4f}, by segment "
                f"{record['val_loss_by_segment']}" + (f", recall accuracy by distance {record['recall_accuracy']}"
@@ -241,6 +240,7 @@ def log_eval(train_loss, tokens_per_s):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
         f.write(json.dumps(record) + "\n")
+    return record["val_loss"]
 
 
 t_start = time.time()
@@ -257,8 +257,12 @@ train_loss, tokens, t_eval = None, 0, time.time()
 while True:
     segs = stages[stage_of(iter_num)]
     if iter_num % eval_interval == 0 or iter_num == max_iters:
-        if master:
-            log_eval(train_loss, tokens / (time.time() - t_eval))
+        val_loss = log_eval(train_loss, tokens / (time.time() - t_eval)) if master else 0.0
+        if ddp:  # only the master evaluates: the others learn its val loss to stop with it
+            val_loss = torch.tensor(val_loss, device=device)
+            broadcast(val_loss, 0)
+            val_loss = val_loss.item()
+        stop_unless_finite(val_loss, "val loss")
         if iter_num > 0:
             save_checkpoint()
         tokens, t_eval = 0, time.time()
