@@ -20,7 +20,8 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-from torch.distributed import all_gather_object, all_reduce, barrier, broadcast, destroy_process_group, init_process_group
+from torch.distributed import (all_gather_object, all_reduce, barrier, broadcast, destroy_process_group,
+                               init_process_group)
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
