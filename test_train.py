@@ -90,14 +90,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(work, monkeypatch):
         assert torch.equal(v, kept["model"][k]), k
 
 
-def test_ddp_two_processes_equal_one_with_twice_the_accumulation(work):
-    common = [*TINY, "--max_iters=3", "--eval_interval=3", "--dropout=0.0", "--device=cpu"]
+def run_train(*args, nproc=1):
+    """train.py in a subprocess; under torchrun with nproc processes (gloo on CPU) when nproc > 1."""
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
     env = {**os.environ, "PYTHONPATH": HERE, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    os.path.join(HERE, "train.py"), *common, "--gradient_accumulation_steps=2", "--out_dir=ddp"],
-                   check=True, env=env, capture_output=True)
-    subprocess.run([sys.executable, os.path.join(HERE, "train.py"), *common, "--gradient_accumulation_steps=2",
-                    "--out_dir=one"], check=True, env=env, capture_output=True)
+    return subprocess.run([sys.executable, *launch, os.path.join(HERE, "train.py"), *TINY, "--device=cpu", *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_ddp_two_processes_equal_one_with_twice_the_accumulation(work):
+    common = ["--max_iters=3", "--eval_interval=3", "--dropout=0.0", "--gradient_accumulation_steps=2"]
+    run_train(*common, "--out_dir=ddp", nproc=2).check_returncode()
+    run_train(*common, "--out_dir=one").check_returncode()
     a, b = load("ddp/ckpt.pt"), load("one/ckpt.pt")
     for k, v in a["model"].items():
         torch.testing.assert_close(v, b["model"][k], rtol=0, atol=1e-6, msg=k)
@@ -108,11 +112,8 @@ def test_ddp_two_processes_equal_one_with_twice_the_accumulation(work):
 
 def test_ddp_stops_every_process_on_the_masters_nan_val_loss(work):
     """Only the master evaluates; the other process must stop with it, not fail on a closed connection."""
-    env = {**os.environ, "PYTHONPATH": HERE, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          os.path.join(HERE, "train.py"), *TINY, "--max_iters=6", "--eval_interval=1", "--device=cpu",
-                          "--gradient_accumulation_steps=2", "--learning_rate=1e30", "--warmup_iters=0",
-                          "--grad_clip=0.0", "--out_dir=nan"], env=env, capture_output=True, text=True, timeout=120)
+    run = run_train("--max_iters=6", "--eval_interval=1", "--gradient_accumulation_steps=2", "--learning_rate=1e30",
+                    "--warmup_iters=0", "--grad_clip=0.0", "--out_dir=nan", nproc=2)
     assert run.returncode != 0
     assert run.stderr.count("iter 1: val loss is nan; stopped (no checkpoint saved)") == 1
     assert "[rank1]" not in run.stderr.replace("[rank1]:[W", "")  # rank 1 raised nothing (warnings aside)
