@@ -1,5 +1,5 @@
 """
-Measure what memoGPT claims, with the plain GPT-2 baseline beside it (SPEC section 7):
+Measure what memoGPT claims, with the plain GPT-2 baseline beside it:
 
  1. peak inference memory while generating N tokens (the paper's table), and the Stream's
     state bytes, which are exact and device independent
@@ -34,7 +34,8 @@ import torch
 from tqdm import tqdm
 
 from configurator import configure
-from evaluate import answer_targets, load_meta, open_split, recall_accuracy, sample_batch, segment_loss_sums
+from data import answer_targets, load_meta, open_split, sample_batch
+from evaluate import recall_accuracy, segment_loss_sums
 from model import GPT, GPTConfig, Stream
 
 out_dir = "bench_out"
@@ -219,32 +220,34 @@ def train_speed(row):
 
 @torch.no_grad()
 def ltm_eval():
-    """Part 4: the checkpoint's weights with each LTM size in ltms, on the same val samples."""
+    """Part 4: the checkpoint's weights with each LTM size in ltms (it adds no parameters), on the same val samples."""
     model, ck = GPT.from_checkpoint(ckpt, device)
     model.eval()
     cfg, S = ck["config"], ck["config"]["seg_len"]
     data_dir = os.path.join("data", cfg["dataset"])
-    meta = load_meta(data_dir)
+    try:
+        meta = load_meta(data_dir)
+        val = open_split(data_dir, meta, "val")
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     same = ("tokenizer", "vocab_size", "itos", "sample_len")  # data/ is found from here, as train.py does
     if any(meta.get(k) != ck["meta"].get(k) for k in same):
         raise SystemExit(f"{data_dir} is not the data {ckpt} was trained on (tokenizer, vocabulary or sample "
                          "layout differ): run bench.py from the directory train.py ran in")
     recall = meta["tokenizer"] == "recall"
-    val = open_split(data_dir, meta, "val")
     rows = sample_batch(val, np.random.default_rng(seed), eval_samples, cfg["n_seg"] * S,
                         meta["sample_len"] if recall else 0)
     x = torch.from_numpy(rows[:, :-1]).to(device)
     y = torch.from_numpy(answer_targets(rows, meta) if cfg.get("answer_loss") else rows[:, 1:]).to(device)
     out = []
     for k in tqdm(ltms if model.config.mem_len else (0,), desc="LTM sizes", leave=False):
-        model.config.ltm = k  # read at every memory push: the same weights with K snapshots
         sums, counts = torch.zeros(cfg["n_seg"]), torch.zeros(cfg["n_seg"])
         for i in range(0, len(x), batch_size):
             with ctx:
-                s, c = segment_loss_sums(model, x[i:i + batch_size], y[i:i + batch_size], S)
+                s, c = segment_loss_sums(model, x[i:i + batch_size], y[i:i + batch_size], S, ltm=k)
             sums, counts = sums + s, counts + c
         with ctx:
-            acc = recall_accuracy(model, val[0], meta, eval_samples, batch_size, device) if recall else {}
+            acc = recall_accuracy(model, val[0], meta, eval_samples, batch_size, device, ltm=k) if recall else {}
         by_segment = [s / c if c else None for s, c in zip(sums.tolist(), counts.tolist())]
         out.append(dict(ltm=k, loss_by_segment=by_segment, loss=(sums.sum() / counts.sum()).item(),
                         recall_by_distance=acc))

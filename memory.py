@@ -98,10 +98,12 @@ def model_signature(model):
 
 
 @functools.lru_cache(maxsize=64)
-def segment_mask(n_ltm, n_mem, n_tok, n_write, device):
+def segment_mask(n_past, n_read, n_tok, n_write, device):
     """
-    Which keys each row of a segment may attend to (True = may), built once per shape.
-    Rows are [R | X | W]; keys are [LTM | R | X | W], here for M=2, 3 tokens, 2 LTM keys:
+    Which keys the new rows of a segment may attend to (True = may), built once per shape.
+    New rows are [R | X | W] (any part may be absent); keys are [past | new rows], where past is what
+    the segment holds already: the LTM, and in streaming also R and the tokens read so far.
+    A whole segment (training), M=2, 3 tokens, 2 LTM keys:
 
                  LTM   R     X       W
           R  [   1 1   1 1   0 0 0   0 0 ]   read slots: the past only (LTM and the STM)
@@ -113,18 +115,13 @@ def segment_mask(n_ltm, n_mem, n_tok, n_write, device):
           W  [   1 1   1 1   1 1 1   1 1 ]   written after it is read
 
     No token sees W, so memory written by a segment is read only by later segments.
-    n_write is 0 for a partial (last) segment, which is not written to memory.
+    n_write is 0 for a partial (last) segment, which is not written to memory. Streaming asks
+    for the same rows in three steps: R (n_read=M), token chunks, then W (n_write=M).
     """
-    n_q = n_mem + n_tok + n_write
-    mask = torch.ones(n_q, n_ltm + n_q, dtype=torch.bool, device=device)
-    mask[:n_mem, n_ltm + n_mem:] = False                               # R sees no token, no W
-    x_rows, x_keys = slice(n_mem, n_mem + n_tok), slice(n_ltm + n_mem, n_ltm + n_mem + n_tok)
+    n_q = n_read + n_tok + n_write
+    mask = torch.ones(n_q, n_past + n_q, dtype=torch.bool, device=device)
+    mask[:n_read, n_past + n_read:] = False                              # R sees no token, no W
+    x_rows, x_keys = slice(n_read, n_read + n_tok), slice(n_past + n_read, n_past + n_read + n_tok)
     mask[x_rows, x_keys] = torch.ones(n_tok, n_tok, dtype=torch.bool, device=device).tril()
-    mask[x_rows, n_ltm + n_mem + n_tok:] = False                       # X never sees W
+    mask[x_rows, n_past + n_read + n_tok:] = False                       # X never sees W
     return mask
-
-
-@functools.lru_cache(maxsize=64)
-def causal_mask(n_past, n_new, device):
-    """New rows see every cached key and, among themselves, the earlier ones: (n_new, n_past + n_new)."""
-    return torch.ones(n_new, n_past + n_new, dtype=torch.bool, device=device).tril(diagonal=n_past)

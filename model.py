@@ -1,11 +1,12 @@
 """
-memoGPT: GPT-2 with implicit memory, in one file (the memory state and mask live in memory.py).
+memoGPT: GPT-2 with implicit memory (the memory state and mask live in memory.py).
 
 mem_len == 0 is plain GPT-2 (HF parameter names, so pretrained weights map 1:1).
 mem_len > 0 reads the input segment by segment; each segment is laid out as
 [ R read slots | tokens | W write slots ] (see memory.py), the write slots' final states
 become the next short-term memory (STM), and their keys/values go into a FIFO long-term
 memory (LTM) that later segments attend to. Memory rows use their own FFN (dual FFN).
+Training, evaluation and streaming (Stream, at the end) all go through GPT.segment_step.
 """
 import inspect
 import json
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from memory import Memory, causal_mask, segment_mask
+from memory import Memory, segment_mask
 
 
 class LayerNorm(nn.Module):
@@ -112,7 +113,6 @@ class GPTConfig:
     ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
-    bptt: int = 0            # gradients reach back through at most this many segments; 0 = all
 
 
 class GPT(nn.Module):
@@ -171,56 +171,65 @@ class GPT(nn.Module):
         """The memory before anything was read: STM = m_0, no LTM snapshots."""
         return Memory(self.mem_init.expand(batch_size, -1, -1), [], 0)
 
-    def _blocks(self, x, past=None, mask=None, is_causal=False, mem_rows=(0, 0)):
-        """The block stack on rows x. past: per layer (2, B, nh, P, hs) or None. Returns x and per-layer (k, v)."""
-        kvs = []
-        for i, block in enumerate(self.transformer.h):
-            x, kv = block(x, None if past is None else past[i], mask, is_causal, mem_rows)
-            kvs.append(kv)
-        return x, kvs
+    def segment_step(self, tok_emb, mem=None, past=None, pos=0, read=False, write=False, ltm=None):
+        """
+        The one step every reading goes through: new rows of a segment, through the block stack, against the
+        keys/values `past` the segment holds so far. The rows are
 
-    def _snapshot(self, kvs):
-        """LTM snapshot from the last M rows' keys/values of every layer: (n_layer, 2, B, nh, M, hs)."""
-        M = self.config.mem_len
-        return torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])
+            [ R (if read) | tokens at positions pos.. | W (if write) ]
 
-    def _segment(self, tok_emb, mem):
-        """One segment through the stack. tok_emb (B, L, C), L <= seg_len. Returns token hidden states (B, L, C)
-        and the memory after it (unchanged if the segment is partial: only complete segments are written)."""
-        B, L, _ = tok_emb.size()
+        training reads a whole segment at once (read and write, past = the LTM); streaming reads R when a
+        segment begins (past = the LTM), then token chunks, then W when the segment is full (past = the
+        cache); the plain GPT reads tokens only. Who attends to what is segment_mask (memory.py).
+        tok_emb (B, t, C) token embeddings, t >= 0; past: per layer (2, B, nh, P, hs), or None.
+        Returns the tokens' hidden states (B, t, C), the new rows' per-layer (k, v), and the memory:
+        after write, STM = ln_mem(W's final states) and W's keys/values pushed into the LTM (ltm kept,
+        None = config.ltm); else mem unchanged.
+        """
+        B, t, C = tok_emb.size()
         M = self.config.mem_len
-        write = L == self.config.seg_len
-        pos = torch.arange(L, dtype=torch.long, device=tok_emb.device)  # positions restart in every segment
-        rows = [mem.stm + self.mem_read, tok_emb + self.transformer.wpe(pos)]
+        n_read, n_write = (M if read else 0), (M if write else 0)
+        positions = torch.arange(pos, pos + t, dtype=torch.long, device=tok_emb.device)
+        rows = [mem.stm + self.mem_read] if read else []
+        rows.append(tok_emb + self.transformer.wpe(positions))
         if write:
             rows.append(mem.stm + self.mem_write)
-        x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, M+L+M, C): [ R | X | W ]
-        ltm = mem.ltm_kv()  # (n_layer, 2, B, nh, K*M, hs): keys only, never queries
-        n_ltm = 0 if ltm is None else ltm.size(4)
-        mask = segment_mask(n_ltm, M, L, M if write else 0, tok_emb.device)
-        x, kvs = self._blocks(x, ltm, mask, mem_rows=(M, M if write else 0))
-        if write:
-            mem = mem.push(self.ln_mem(x[:, -M:]), self._snapshot(kvs), self.config.ltm)
-        return x[:, M:M + L], mem
+        x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, n_read + t + n_write, C)
+        n_past = 0 if past is None else past[0].size(-2)
+        if n_read == n_write == 0 and (n_past == 0 or t == 1):
+            mask, is_causal = None, n_past == 0  # tokens alone, causal or one new token: no mask, the fast kernel
+        else:
+            mask, is_causal = segment_mask(n_past, n_read, t, n_write, tok_emb.device), False
+        kvs = []
+        for i, block in enumerate(self.transformer.h):
+            x, kv = block(x, None if past is None else past[i], mask, is_causal, (n_read, n_write))
+            kvs.append(kv)
+        if write:  # each layer's keys/values of W: (n_layer, 2, B, nh, M, hs)
+            snapshot = torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])
+            mem = mem.push(self.ln_mem(x[:, -M:]), snapshot, self.config.ltm if ltm is None else ltm)
+        return x[:, n_read:n_read + t], kvs, mem
 
-    def forward(self, idx, targets=None, mem=None):
-        """idx (B, T) -> logits (B, T, vocab), loss (targets -1 = ignore), memory after the last complete segment."""
+    def forward(self, idx, targets=None, mem=None, bptt=0, ltm=None):
+        """idx (B, T) -> logits (B, T, vocab), loss (targets -1 = ignore), memory after the last complete segment.
+        memoGPT reads idx segment by segment, from mem (None = empty). bptt: gradients reach back through at most
+        this many segments (0 = all). ltm: LTM snapshots kept (None = config.ltm; the LTM adds no parameters)."""
         B, T = idx.size()
         cfg = self.config
+        tok_emb = self.transformer.wte(idx)  # once: one embedding gradient, not one per segment
         if cfg.mem_len == 0:
-            assert T <= cfg.block_size, f"plain GPT reads at most block_size={cfg.block_size} tokens, got {T}"
-            pos = torch.arange(T, dtype=torch.long, device=idx.device)
-            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-            x, _ = self._blocks(x, is_causal=True)
-            mem = None
+            if T > cfg.block_size:
+                raise ValueError(f"plain GPT reads at most block_size={cfg.block_size} tokens, got {T}")
+            x, _, mem = self.segment_step(tok_emb)
         else:
             mem = self.empty_memory(B) if mem is None else mem
-            tok_emb = self.transformer.wte(idx)  # once: one embedding gradient, not one per segment
             xs = []
             for s, start in enumerate(range(0, T, cfg.seg_len)):
-                if cfg.bptt and s > 0 and s % cfg.bptt == 0:
+                if bptt and s > 0 and s % bptt == 0:
                     mem = mem.detach()  # truncated BPTT: a loss reaches back 1..bptt segments
-                x, mem = self._segment(tok_emb[:, start:start + cfg.seg_len], mem)
+                seg = tok_emb[:, start:start + cfg.seg_len]
+                # only complete segments are written: a partial last one leaves the memory as it was
+                x, _, mem = self.segment_step(seg, mem, mem.ltm_kv(), read=True, write=seg.size(1) == cfg.seg_len,
+                                              ltm=ltm)
                 xs.append(x)
             x = torch.cat(xs, dim=1)
         logits = self.lm_head(self.transformer.ln_f(x))
@@ -243,11 +252,11 @@ class GPT(nn.Module):
             try:
                 path = snapshot_download(name_or_dir, allow_patterns=["config.json", "model.safetensors"])
             except Exception as e:
-                raise SystemExit(f"could not get {name_or_dir} from the HF hub ({type(e).__name__}): "
-                                 "pass a local directory written by save_pretrained instead") from e
+                raise OSError(f"could not get {name_or_dir} from the HF hub ({type(e).__name__}): "
+                              "pass a local directory written by save_pretrained instead") from e
         weights = os.path.join(path, "model.safetensors")
         if not os.path.isfile(weights):
-            raise SystemExit(f"{path} has no model.safetensors: save it with transformers' save_pretrained")
+            raise FileNotFoundError(f"{path} has no model.safetensors: save it with transformers' save_pretrained")
         with open(os.path.join(path, "config.json")) as f:
             hf = json.load(f)
         assert hf.get("activation_function", "gelu_new") == "gelu_new"
@@ -283,7 +292,7 @@ class GPT(nn.Module):
     def from_checkpoint(cls, path, device="cpu"):
         """A model saved by train.py (out_dir/ckpt.pt). Returns the model and the whole checkpoint dict."""
         if not os.path.isfile(path):
-            raise SystemExit(f"no checkpoint at {path}: train one first, e.g. python train.py config/recall.py")
+            raise FileNotFoundError(f"no checkpoint at {path}: train one first, e.g. python train.py config/recall.py")
         ckpt = torch.load(path, map_location=device, weights_only=False)
         model = cls(GPTConfig(**ckpt["model_args"]))
         # torch.compile saves its parameters under an _orig_mod. prefix
@@ -313,10 +322,27 @@ class GPT(nn.Module):
             logits = stream.feed(idx_next)[:, -1, :]
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, mem=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, mem=None, ltm=None):
         """Streaming generation with constant memory: idx (B, T) -> (B, T + max_new_tokens)."""
-        stream = Stream(self, idx.size(0), mem)
+        stream = Stream(self, idx.size(0), mem, ltm)
         return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, temperature, top_k, stream)], dim=1)
+
+
+
+def read_samples(model, x, y, seg_len, carry=True, bptt=0, ltm=None):
+    """
+    How a batch of samples (B, n_seg * seg_len) is read, in training and in every evaluation: memoGPT
+    segment by segment with its memory carried across (bptt, ltm: as in GPT.forward); carry=False or the
+    plain GPT (mem_len=0): each segment as its own window, from an empty memory. So the plain GPT's
+    context is the segment a token is in, what memoGPT's tokens attend to besides the memory.
+    model may be wrapped (DDP, torch.compile): it is called, never reached into. Returns logits, loss.
+    """
+    if getattr(model, "module", model).config.mem_len > 0 and carry:
+        logits, loss, _ = model(x, y, bptt=bptt, ltm=ltm)
+        return logits, loss
+    B, T = x.shape
+    logits, loss, _ = model(x.reshape(-1, seg_len), None if y is None else y.reshape(-1, seg_len))
+    return logits.view(B, T, -1), loss
 
 
 class Stream:
@@ -326,13 +352,14 @@ class Stream:
     run against that cache, the memory is updated and the cache restarts. Its size does not
     grow with the number of tokens. Plain GPT: a KV cache that slides by half a window when
     it reaches block_size (the tokens it keeps are recomputed; older ones are forgotten).
+    Every step goes through GPT.segment_step, as training does.
     """
 
     @torch.no_grad()
-    def __init__(self, model, batch_size, mem=None):
-        self.model, self.cfg = model, model.config
+    def __init__(self, model, batch_size, mem=None, ltm=None):
+        self.model, self.cfg, self.ltm = model, model.config, ltm
         self.mem = None
-        self.cache = None    # per layer (2, B, nh, n, hs)
+        self.cache = None    # per layer (2, B, nh, n, hs): the keys/values new rows attend to
         self.pos = 0         # tokens in the current segment (memoGPT) / window (plain GPT)
         self.window = None   # plain GPT: the tokens in the cache, to recompute when it slides
         if self.cfg.mem_len > 0:
@@ -345,49 +372,39 @@ class Stream:
         window = 0 if self.window is None else self.window.numel() * self.window.element_size()
         return cache + window + (self.mem.nbytes() if self.mem is not None else 0)
 
-    def _run(self, x, mask=None, mem_rows=(0, 0)):
-        """New rows x through the stack against the cache; their keys/values are appended to it."""
-        x, kvs = self.model._blocks(x, self.cache, mask, mem_rows=mem_rows)
+    def _step(self, tok_emb, read=False, write=False):
+        """Tokens (maybe none) and the read or write slots through segment_step; the cache keeps their keys."""
+        x, kvs, self.mem = self.model.segment_step(tok_emb, self.mem, self.cache, self.pos, read, write, self.ltm)
         new = [torch.stack(kv) for kv in kvs]
         self.cache = new if self.cache is None else [torch.cat((c, n), dim=3) for c, n in zip(self.cache, new)]
-        return x, kvs
+        self.pos += tok_emb.size(1)
+        return x
 
     def _begin_segment(self):
+        """A segment's cache starts as the LTM, then the read slots (they see the LTM and each other)."""
         ltm = self.mem.ltm_kv()
-        self.cache = None if ltm is None else list(ltm)
-        self._run(self.mem.stm + self.model.mem_read, mem_rows=(self.cfg.mem_len, 0))  # R sees LTM and R
-        self.pos = 0
-
-    def _end_segment(self):
-        M = self.cfg.mem_len
-        x, kvs = self._run(self.mem.stm + self.model.mem_write, mem_rows=(0, M))  # W sees everything
-        self.mem = self.mem.push(self.model.ln_mem(x), self.model._snapshot(kvs), self.cfg.ltm)
-        self._begin_segment()
-
-    def _tokens(self, idx):
-        t = idx.size(1)
-        wte, wpe = self.model.transformer.wte, self.model.transformer.wpe
-        pos = torch.arange(self.pos, self.pos + t, dtype=torch.long, device=idx.device)
-        n_past = 0 if self.cache is None else self.cache[0].size(3)
-        x, _ = self._run(wte(idx) + wpe(pos), causal_mask(n_past, t, idx.device) if t > 1 else None)
-        self.pos += t
-        if self.cfg.mem_len == 0:
-            self.window = idx if self.window is None else torch.cat((self.window, idx), dim=1)
-        return self.model.lm_head(self.model.transformer.ln_f(x))
+        self.cache, self.pos = (None if ltm is None else list(ltm)), 0
+        self._step(self.mem.stm[:, :0], read=True)  # no tokens yet: (B, 0, C)
 
     @torch.no_grad()
     def feed(self, idx):
         """Read idx (B, t); returns the logits (B, t, vocab) at its positions."""
-        limit = self.cfg.seg_len if self.cfg.mem_len > 0 else self.cfg.block_size
+        memo, wte = self.cfg.mem_len > 0, self.model.transformer.wte
+        limit = self.cfg.seg_len if memo else self.cfg.block_size
         out = []
         while idx.size(1) > 0:
-            if self.cfg.mem_len == 0 and self.pos == limit:  # plain GPT: slide the window by half
+            if not memo and self.pos == limit:  # plain GPT: slide the window by half
                 keep = self.window[:, limit // 2:]
-                self.cache, self.window, self.pos = None, None, 0
-                self._tokens(keep)
+                self.cache, self.pos = None, 0
+                self._step(wte(keep))
+                self.window = keep
             n = min(limit - self.pos, idx.size(1))
-            out.append(self._tokens(idx[:, :n]))
+            x = self._step(wte(idx[:, :n]))
+            out.append(self.model.lm_head(self.model.transformer.ln_f(x)))
+            if not memo:
+                self.window = idx[:, :n] if self.window is None else torch.cat((self.window, idx[:, :n]), dim=1)
             idx = idx[:, n:]
-            if self.cfg.mem_len > 0 and self.pos == limit:
-                self._end_segment()
+            if memo and self.pos == limit:  # the segment is full: W writes the memory, the next one begins
+                self._step(self.mem.stm[:, :0], write=True)
+                self._begin_segment()
         return torch.cat(out, dim=1)

@@ -106,15 +106,18 @@ ctx = nullcontext() if device_type == "cpu" else torch.amp.autocast(device_type=
 
 # model and tokenizer
 overrides = {k: v for k, v in dict(mem_len=mem_len, ltm=ltm, seg_len=seg_len).items() if v is not None}
-if init_from == "resume":
-    if overrides:
-        raise SystemExit(f"--{next(iter(overrides))} sets the memory of a pretrained GPT-2 (--init_from=gpt2*); "
-                         "a checkpoint keeps the memory it was trained with")
-    model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, "ckpt.pt"), device)
-    meta = checkpoint["meta"]
-else:
-    model = GPT.from_pretrained(init_from, dropout=0.0, **overrides).to(device)
-    meta = {"tokenizer": "gpt2", "eot": gpt2_encoding().eot_token}
+if init_from == "resume" and overrides:
+    raise SystemExit(f"--{next(iter(overrides))} sets the memory of a pretrained GPT-2 (--init_from=gpt2*); "
+                     "a checkpoint keeps the memory it was trained with")
+try:
+    if init_from == "resume":
+        model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, "ckpt.pt"), device)
+        meta = checkpoint["meta"]
+    else:
+        model = GPT.from_pretrained(init_from, dropout=0.0, **overrides).to(device)
+        meta = {"tokenizer": "gpt2", "eot": gpt2_encoding().eot_token}
+except (OSError, ValueError) as e:
+    raise SystemExit(str(e)) from None
 model.eval()
 encode, decode = get_tokenizer(meta)
 cfg = model.config

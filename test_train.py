@@ -1,4 +1,4 @@
-"""Tests for train.py and evaluate.py on a tiny recall set (tiny shapes, CPU, seconds)."""
+"""Tests for train.py, evaluate.py and model.read_samples on a tiny recall set (tiny shapes, CPU, seconds)."""
 import json
 import math
 import os
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluate import forward, per_segment_loss, recall_accuracy
-from model import GPT, GPTConfig
+from evaluate import per_segment_loss, recall_accuracy
+from model import GPT, GPTConfig, read_samples
 from prepare import prepare
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -127,7 +127,7 @@ class Oracle(torch.nn.Module):
         self.config = SimpleNamespace(mem_len=1)
         self.vocab, self.guess = meta["vocab_size"], meta["value_ids"][0]
 
-    def forward(self, idx, targets=None, mem=None):
+    def forward(self, idx, targets=None, mem=None, bptt=0, ltm=None):
         nxt = torch.cat((idx[:, 1:], idx[:, :1]), dim=1)
         pick = torch.full_like(idx, self.guess)
         pick[:, SEG:2 * SEG] = nxt[:, SEG:2 * SEG]
@@ -146,12 +146,12 @@ def test_a_batch_without_answers_has_zero_loss(mem_len):
     """A curriculum stage can cut every sample of a batch before its question: loss 0, not nan."""
     model = GPT(GPTConfig(block_size=SEG, vocab_size=16, n_layer=1, n_head=2, n_embd=8, mem_len=mem_len, seg_len=SEG))
     x = torch.randint(0, 16, (2, 2 * SEG))
-    _, loss = forward(model, x, torch.full_like(x, -1), SEG)
+    _, loss = read_samples(model, x, torch.full_like(x, -1), SEG)
     loss.backward()
     assert loss.item() == 0 and all(p.grad is None or not p.grad.any() for p in model.parameters())
     y = torch.full_like(x, -1)
     y[:, -1] = 3
-    assert forward(model, x, y, SEG)[1].item() > 0
+    assert read_samples(model, x, y, SEG)[1].item() > 0
 
 
 def test_per_segment_loss_is_a_list_by_segment_index(work):
@@ -173,12 +173,11 @@ def test_plain_gpt_baseline_trains_and_evaluates(work, monkeypatch):
 
 
 def test_plain_gpt_reads_each_segment_as_its_own_window(work):
-    from evaluate import forward
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=SEG, vocab_size=16, seg_len=SEG)).eval()
     x = torch.randint(0, 16, (1, NSEG * SEG))
     x2 = x.clone()
     x2[0, 0] = (x[0, 0] + 1) % 16
-    a, _ = forward(model, x, None, SEG)
-    b, _ = forward(model, x2, None, SEG)
+    a, _ = read_samples(model, x, None, SEG)
+    b, _ = read_samples(model, x2, None, SEG)
     assert not torch.equal(a[:, :SEG], b[:, :SEG]) and torch.equal(a[:, SEG:], b[:, SEG:])

@@ -7,7 +7,7 @@ Train memoGPT (mem_len > 0) or the plain GPT baseline (mem_len = 0), nanoGPT sty
 
 A sample is n_seg segments of seg_len tokens. memoGPT reads it segment by segment from an
 empty memory, with gradients through the memory (bptt segments back, 0 = all); the plain
-GPT reads each segment as its own window (see evaluate.py). Long-distance memory is not
+GPT reads each segment as its own window (model.read_samples). Long-distance memory is not
 learned at full length from scratch, so a curriculum grows the segments per sample: the
 stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to the end.
 """
@@ -26,8 +26,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import configure
-from evaluate import answer_targets, forward, load_meta, open_split, recall_accuracy, sample_batch, segment_loss_sums
-from model import GPT, GPTConfig
+from data import answer_targets, load_meta, open_split, sample_batch
+from evaluate import recall_accuracy, segment_loss_sums
+from model import GPT, GPTConfig, read_samples
 
 # I/O
 out_dir = "out"
@@ -92,7 +93,11 @@ device_type = "cuda" if device.startswith("cuda") else "cpu"
 ctx = nullcontext() if dtype == "float32" else torch.amp.autocast(device_type, dtype=getattr(torch, dtype))
 
 data_dir = os.path.join("data", dataset)
-meta = load_meta(data_dir)
+try:
+    meta = load_meta(data_dir)
+    train_data, val_data = open_split(data_dir, meta, "train"), open_split(data_dir, meta, "val")
+except FileNotFoundError as e:
+    raise SystemExit(str(e)) from None
 recall = meta["tokenizer"] == "recall"
 stages = (*curriculum, n_seg)
 if recall and (seg_len != meta["seg_len"] or max(stages) > meta["n_seg"]):
@@ -105,22 +110,23 @@ if answer_loss and not recall:
 if answer_loss and min(stages) < 2:
     raise SystemExit(f"with answer_loss, every curriculum stage needs n_seg >= 2 (the first question is in "
                      f"segment 1), got n_seg stages {stages}")
-train_data, val_data = open_split(data_dir, meta, "train"), open_split(data_dir, meta, "val")
 
 # model
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 ckpt = None
 torch.manual_seed(seed + rank)  # the initial weights (DDP copies rank 0's to all), then dropout
-if init_from == "scratch":  # vocab padded up to a multiple of 64, which is faster
-    model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=seg_len, bias=bias,
-                          vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
-                          ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn))
-elif init_from == "resume":
-    model, ckpt = GPT.from_checkpoint(ckpt_path, device)
-else:  # pretrained GPT-2 with the memory added on top
-    model = GPT.from_pretrained(init_from, dropout=dropout, mem_len=mem_len, ltm=ltm, seg_len=seg_len,
-                                dual_ffn=dual_ffn)
-model.config.bptt = bptt
+try:
+    if init_from == "scratch":  # vocab padded up to a multiple of 64, which is faster
+        model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=seg_len, bias=bias,
+                              vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
+                              ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn))
+    elif init_from == "resume":
+        model, ckpt = GPT.from_checkpoint(ckpt_path, device)
+    else:  # pretrained GPT-2 with the memory added on top
+        model = GPT.from_pretrained(init_from, dropout=dropout, mem_len=mem_len, ltm=ltm, seg_len=seg_len,
+                                    dual_ffn=dual_ffn)
+except (OSError, ValueError) as e:
+    raise SystemExit(str(e)) from None
 if model.config.mem_len > 0 and model.config.seg_len != seg_len:
     raise SystemExit(f"the {init_from} model reads segments of {model.config.seg_len} tokens: "
                      f"pass --seg_len={model.config.seg_len}")
@@ -280,7 +286,7 @@ while True:
         if ddp:  # all-reduce the gradients only at the last micro-step
             model.require_backward_grad_sync = micro == accum - 1
         with ctx:
-            _, loss = forward(model, x_all[rows], y_all[rows], seg_len)
+            _, loss = read_samples(model, x_all[rows], y_all[rows], seg_len, bptt=bptt)
         loss = loss / accum
         loss_sum += loss.detach()
         scaler.scale(loss).backward()
