@@ -9,11 +9,16 @@ import os
 
 import numpy as np
 
+from prepare import DATASETS
+
 
 def load_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.isfile(path):
         name = os.path.basename(os.path.normpath(data_dir))
+        if name not in DATASETS:
+            raise FileNotFoundError(f"no dataset at {data_dir}: python prepare.py --dataset=NAME makes data/NAME, "
+                                    f"for NAME one of {', '.join(DATASETS)}")
         raise FileNotFoundError(f"no dataset at {data_dir}: make it with python prepare.py --dataset={name}")
     with open(path) as f:
         return json.load(f)

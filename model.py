@@ -37,7 +37,6 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        assert config.n_embd % config.n_head == 0
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -114,13 +113,23 @@ class GPTConfig:
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
 
+    def __post_init__(self):  # a shape that cannot be built is refused here, not by an error deep inside
+        if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
+            raise ValueError("n_layer, n_head, n_embd, block_size and vocab_size must be >= 1")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head} (each head gets "
+                             "n_embd / n_head dimensions): change n_embd or n_head")
+        if self.mem_len < 0 or self.ltm < 0:
+            raise ValueError(f"mem_len (memory slots) and ltm (snapshots) must be >= 0 (0 = none), got "
+                             f"mem_len={self.mem_len}, ltm={self.ltm}")
+        if self.mem_len > 0 and not 0 < self.seg_len <= self.block_size:
+            raise ValueError(f"need 0 < seg_len <= block_size, got seg_len={self.seg_len}, block_size={self.block_size}")
+
 
 class GPT(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        assert config.vocab_size is not None and config.block_size is not None
-        assert config.mem_len == 0 or 0 < config.seg_len <= config.block_size, "need 0 < seg_len <= block_size"
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),

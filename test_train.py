@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -58,6 +59,25 @@ def test_unknown_or_mistyped_setting_stops_with_one_line(work, monkeypatch):
         train(monkeypatch, "--curriculum=(2,)")
 
 
+@pytest.mark.parametrize("arg, message", [
+    ("--mem_len=-1", "mem_len (memory slots) and ltm (snapshots) must be >= 0 (0 = none), got mem_len=-1, ltm=1"),
+    ("--ltm=-2", "must be >= 0 (0 = none), got mem_len=2, ltm=-2"),
+    ("--n_head=3", "n_embd=16 is not a multiple of n_head=3 (each head gets n_embd / n_head dimensions)"),
+    ("--batch_size=0", "--batch_size=0: must be >= 1"),
+    ("--seg_len=0", "--seg_len=0: must be >= 1"),
+    ("--eval_interval=0", "--eval_interval=0: must be >= 1"),
+    ("--eval_iters=0", "--eval_iters=0: must be >= 1"),
+    ("--gradient_accumulation_steps=0", "--gradient_accumulation_steps=0: must be >= 1"),
+    ("--dataset=nosuch", "no dataset at data/nosuch: python prepare.py --dataset=NAME makes data/NAME, for NAME one "
+                         "of openwebtext, fineweb, text, recall"),
+])
+def test_bad_settings_stop_with_one_line(work, monkeypatch, arg, message):
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, arg, "--out_dir=out")
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not os.path.exists("out")
+
+
 def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):
     common = ["--curriculum=(2,)", "--stage_iters=2", "--eval_interval=2"]
     train(monkeypatch, *common, "--max_iters=4", "--out_dir=straight")
@@ -81,9 +101,11 @@ def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(work, monkeypatch):
     train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
     good = load("out/ckpt.pt")
-    with pytest.raises(SystemExit, match=r"loss is (nan|inf).*the last good checkpoint out/ckpt.pt is kept"):
+    with pytest.raises(SystemExit) as e:
         train(monkeypatch, "--max_iters=6", "--eval_interval=2", "--out_dir=out", "--init_from=resume",
               "--learning_rate=1e30", "--warmup_iters=0", "--grad_clip=0.0")
+    assert re.fullmatch(r"iter \d: (training|val) loss is (nan|inf); stopped \(the last good checkpoint out/ckpt.pt is "
+                        r"kept\)\. Lower learning_rate or raise warmup_iters", str(e.value))  # float32: no dtype advice
     kept = load("out/ckpt.pt")
     assert kept["iter_num"] == 2
     for k, v in good["model"].items():

@@ -85,6 +85,10 @@ if ddp:
 else:
     rank, world = 0, 1
 master = rank == 0
+too_small = [f"--{k}={config[k]}" for k in ("batch_size", "gradient_accumulation_steps", "seg_len", "n_seg",
+                                            "eval_interval", "eval_iters") if config[k] < 1]
+if too_small:
+    raise SystemExit(f"{' '.join(too_small)}: must be >= 1")
 if gradient_accumulation_steps % world:
     raise SystemExit(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the "
                      f"{world} processes")
@@ -231,8 +235,9 @@ def stop_unless_finite(loss, what):
     if not math.isfinite(loss):
         bar.close()
         kept = f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint saved"
+        wider = {"float16": ", or use dtype=bfloat16/float32", "bfloat16": ", or use dtype=float32"}.get(dtype, "")
         raise SystemExit(f"iter {iter_num}: {what} is {loss}; stopped ({kept}). "
-                         "Lower learning_rate, raise warmup_iters, or use dtype=bfloat16/float32" if master else 1)
+                         f"Lower learning_rate or raise warmup_iters{wider}" if master else 1)
 
 
 def log_eval(train_loss, tokens_per_s):
