@@ -221,15 +221,15 @@ def train_speed(row):
 @torch.no_grad()
 def ltm_eval():
     """Part 4: the checkpoint's weights with each LTM size in ltms (it adds no parameters), on the same val samples."""
-    model, ck = GPT.from_checkpoint(ckpt, device)
-    model.eval()
-    cfg, S = ck["config"], ck["config"]["seg_len"]
-    data_dir = os.path.join("data", cfg["dataset"])
     try:
+        model, ck = GPT.from_checkpoint(ckpt, device)
+        cfg, S = ck["config"], ck["config"]["seg_len"]
+        data_dir = os.path.join("data", cfg["dataset"])
         meta = load_meta(data_dir)
         val = open_split(data_dir, meta, "val")
-    except FileNotFoundError as e:
+    except (OSError, ValueError) as e:
         raise SystemExit(str(e)) from None
+    model.eval()
     same = ("tokenizer", "vocab_size", "itos", "sample_len")  # data/ is found from here, as train.py does
     if any(meta.get(k) != ck["meta"].get(k) for k in same):
         raise SystemExit(f"{data_dir} is not the data {ckpt} was trained on (tokenizer, vocabulary or sample "

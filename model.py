@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import os
+import pickle
 from dataclasses import dataclass
 
 import torch
@@ -302,10 +303,22 @@ class GPT(nn.Module):
         """A model saved by train.py (out_dir/ckpt.pt). Returns the model and the whole checkpoint dict."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no checkpoint at {path}: train one first, e.g. python train.py config/recall.py")
-        ckpt = torch.load(path, map_location=device, weights_only=False)
+        try:  # tensors and plain Python values only: unpickling anything else could run the file's code
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+        except pickle.UnpicklingError:
+            raise ValueError(f"{path} was not loaded: it holds more than tensors and plain values (loading those "
+                             "could run code in it), or it is damaged; load only checkpoints train.py wrote") from None
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: damaged, truncated or "
+                             "empty?): train again, or restore it") from None
+        if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
+            raise ValueError(f"{path} is not a checkpoint train.py wrote (no model and model_args in it)")
         model = cls(GPTConfig(**ckpt["model_args"]))
-        # torch.compile saves its parameters under an _orig_mod. prefix
-        model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+        try:  # torch.compile saves its parameters under an _orig_mod. prefix
+            model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+        except RuntimeError:
+            raise ValueError(f"{path}: its weights do not fit its model_args (damaged, or written by another "
+                             "version of model.py)") from None
         return model.to(device), ckpt
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):

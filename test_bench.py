@@ -109,6 +109,16 @@ def test_checkpoint_of_other_data_stops(quick, monkeypatch):
         runpy.run_path(BENCH, run_name="__main__")
 
 
+def test_unreadable_checkpoint_stops_with_one_line(quick, monkeypatch, tmp_path):
+    whole = (quick[3] / "ckpt.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(whole[:len(whole) // 2])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--quick", "--ckpt=truncated.pt", "--out_dir=out"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(BENCH, run_name="__main__")
+    assert str(e.value).startswith("truncated.pt is not a readable checkpoint (RuntimeError") and "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("mem_len", [0, 4])
 def test_stream_copy_is_a_snapshot(mem_len):
     """bench.py times latency on copies of one Stream taken at several positions: feeding the Stream on must

@@ -40,11 +40,21 @@ def tiny(mem_len=4, **kw):
     return model
 
 
-def write_checkpoint(out_dir, model, meta=META):
+def write_checkpoint(out_dir, model, meta=META, **extra):
     os.makedirs(out_dir, exist_ok=True)
     torch.save(dict(model=model.state_dict(), model_args=dataclasses.asdict(model.config), meta=meta,
-                    optimizer=None, iter_num=0), os.path.join(out_dir, "ckpt.pt"))
+                    optimizer=None, iter_num=0, **extra), os.path.join(out_dir, "ckpt.pt"))
     return str(out_dir)
+
+
+class Payload:
+    """Unpickling this creates the file at path: what a checkpoint made by someone else could do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +162,12 @@ def test_clear_errors(out, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a memory")
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x01")
     plain = write_checkpoint(tmp_path / "plain", tiny(mem_len=0))
+    marker = tmp_path / "payload_ran"
+    unsafe = write_checkpoint(tmp_path / "unsafe", model, payload=Payload(str(marker)))
+    whole = (tmp_path / "unsafe" / "ckpt.pt").read_bytes()
+    for name, data in (("empty", b""), ("truncated", whole[:len(whole) // 2]), ("junk", b"not a checkpoint" * 9)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ckpt.pt").write_bytes(data)
     def load(name):
         return [f"--out_dir={out_dir}", "--num_samples=0", f"--load_memory={tmp_path}/{name}"]
 
@@ -160,6 +176,10 @@ def test_clear_errors(out, tmp_path):
         (load("other.pt"), "read the document again with this model"),
         (load("junk.pt"), "is not a memory file: make one with sample.py --save_memory"),
         (load("missing.pt"), "make one with sample.py --read="),
+        ([f"--out_dir={unsafe}"], "unsafe/ckpt.pt was not loaded: it holds more than tensors and plain values"),
+        ([f"--out_dir={tmp_path}/empty"], "empty/ckpt.pt is not a readable checkpoint (EOFError"),
+        ([f"--out_dir={tmp_path}/truncated"], "truncated/ckpt.pt is not a readable checkpoint (RuntimeError"),
+        ([f"--out_dir={tmp_path}/junk"], "junk/ckpt.pt was not loaded: it holds more than tensors and plain values"),
         ([f"--out_dir={out_dir}", "--start="], "the prompt (--start) is empty"),
         ([f"--out_dir={out_dir}"], "the prompt (--start) is empty"),  # the default "\n" holds no recall token
         ([f"--out_dir={out_dir}", f"--start=FILE:{tmp_path}/missing.txt"], "missing.txt does not exist"),
@@ -174,3 +194,4 @@ def test_clear_errors(out, tmp_path):
         with pytest.raises(SystemExit) as e:
             run(*args)
         assert message in str(e.value) and "\n" not in str(e.value), (args, e.value)
+    assert not marker.exists()

@@ -38,7 +38,7 @@ def train(monkeypatch, *args):
 
 
 def load(path):
-    return torch.load(path, weights_only=False)
+    return torch.load(path, weights_only=True)  # what train.py saves loads safely (GPT.from_checkpoint does this)
 
 
 def log(path):
