@@ -72,6 +72,8 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.cuda.is_available() else "float32"
 compile = False          # torch.compile the model
 seed = 1337
+MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn")
+model_defaults = {k: globals()[k] for k in MODEL_SETTINGS}
 config = configure(globals())
 
 # DDP under torchrun: NCCL between GPUs, gloo between CPU processes
@@ -117,6 +119,8 @@ if answer_loss and min(stages) < 2:
 
 # model
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
+if master and os.path.exists(ckpt_path + ".tmp"):
+    os.remove(ckpt_path + ".tmp")  # left by a run killed while saving
 ckpt = None
 torch.manual_seed(seed + rank)  # the initial weights (DDP copies rank 0's to all), then dropout
 try:
@@ -131,6 +135,15 @@ try:
                                     dual_ffn=dual_ffn)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
+model_args = asdict(model.config)
+if init_from != "scratch":  # the loaded model keeps its shape: settings asking for another are refused, not ignored
+    ignored = [k for k in MODEL_SETTINGS if config[k] != model_defaults[k] and config[k] != model_args[k]]
+    if ignored:
+        raise SystemExit(f"{' '.join(f'--{k}={config[k]}' for k in ignored)}: "
+                         f"{ckpt_path if init_from == 'resume' else init_from} has "
+                         f"{', '.join(f'{k}={model_args[k]}' for k in ignored)}, and --init_from={init_from} "
+                         "keeps the model it loads: drop these settings")
+    config.update({k: model_args[k] for k in MODEL_SETTINGS})  # so the checkpoint's config says what was trained
 if model.config.mem_len > 0 and model.config.seg_len != seg_len:
     raise SystemExit(f"the {init_from} model reads segments of {model.config.seg_len} tokens: "
                      f"pass --seg_len={model.config.seg_len}")
@@ -138,7 +151,6 @@ if model.config.vocab_size < meta["vocab_size"] or seg_len > model.config.block_
     raise SystemExit(f"the {init_from} model (vocab {model.config.vocab_size}, block_size {model.config.block_size}) "
                      f"cannot read {dataset} (vocab {meta['vocab_size']}) in segments of seg_len={seg_len}")
 model.to(device)
-model_args = asdict(model.config)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
 # batches come from one generator, the same on every process: each takes its share of the global
@@ -266,9 +278,10 @@ if master:
     print(f"{n_params / 1e6:.2f}M parameters; curriculum n_seg {stages} x {stage_iters} iterations; "
           f"{gradient_accumulation_steps * batch_size} samples per iteration")
 train_loss, tokens, t_eval = None, 0, time.time()
+logged = iter_num if init_from == "resume" else -1  # a resumed checkpoint's evaluation is in log.jsonl already
 while True:
     segs = stages[stage_of(iter_num)]
-    if iter_num % eval_interval == 0 or iter_num == max_iters:
+    if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != logged:
         val_loss = log_eval(train_loss, tokens / (time.time() - t_eval)) if master else 0.0
         if ddp:  # only the master evaluates: the others learn its val loss to stop with it
             val_loss = torch.tensor(val_loss, device=device)
