@@ -83,7 +83,14 @@ class Memory:
             what = "weights" if made_by["shape"] == want["shape"] else f"shape {made_by['shape']}"
             raise ValueError(f"memory file {path} was made by a model with other {what} (this one: {want['shape']}): "
                              "read the document again with this model")
-        return Memory(state["stm"], state["ltm"], state["n_seg"], state["segs"])
+        cfg, stm, ltm = model.config, state["stm"], state["ltm"]
+        snapshot = (cfg.n_layer, 2, *stm.shape[:1], cfg.n_head, cfg.mem_len, cfg.n_embd // cfg.n_head)
+        if (stm.dim() != 3 or stm.shape[1:] != (cfg.mem_len, cfg.n_embd) or len(ltm) > cfg.ltm
+                or any(s.shape != snapshot for s in ltm) or len(state["segs"]) != len(ltm)):
+            raise ValueError(f"memory file {path} is damaged: its STM is {tuple(stm.shape)} and it has {len(ltm)} "
+                             f"snapshots, this model needs (B, {cfg.mem_len}, {cfg.n_embd}) and up to {cfg.ltm} of "
+                             f"{snapshot}: read the document again")
+        return Memory(stm, ltm, state["n_seg"], state["segs"])
 
 
 def model_signature(model):

@@ -330,10 +330,11 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **(dict(fused=True) if fused else {}))
 
     @torch.no_grad()
-    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, stream=None):
-        """Yield (B, 1) new tokens one at a time, reading idx first. top_k=1 is greedy."""
+    def generate_stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, stream=None, vocab_size=None):
+        """Yield (B, 1) new tokens one at a time, reading idx first. top_k=1 is greedy. vocab_size: draw only
+        ids below it, the tokenizer's (train.py pads the model's vocabulary up to a multiple of 64)."""
         stream = Stream(self, idx.size(0)) if stream is None else stream
-        logits = stream.feed(idx)[:, -1, :]
+        logits = stream.feed(idx)[:, -1, :vocab_size]
         for _ in range(max_new_tokens):
             logits = logits / temperature
             if top_k is not None:
@@ -341,13 +342,14 @@ class GPT(nn.Module):
                 logits[logits < v[:, [-1]]] = -float("inf")
             idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             yield idx_next
-            logits = stream.feed(idx_next)[:, -1, :]
+            logits = stream.feed(idx_next)[:, -1, :vocab_size]
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, mem=None, ltm=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, mem=None, ltm=None, vocab_size=None):
         """Streaming generation with constant memory: idx (B, T) -> (B, T + max_new_tokens)."""
         stream = Stream(self, idx.size(0), mem, ltm)
-        return torch.cat([idx, *self.generate_stream(idx, max_new_tokens, temperature, top_k, stream)], dim=1)
+        new = self.generate_stream(idx, max_new_tokens, temperature, top_k, stream, vocab_size)
+        return torch.cat([idx, *new], dim=1)
 
 
 

@@ -75,12 +75,9 @@ def read_text(path, what):
 
 def tokenize(text, what):
     try:
-        ids = encode(text)
+        return encode(text)
     except ValueError as e:  # a word the recall vocabulary does not have
         raise SystemExit(f"{what}: {e}") from None
-    if not ids:
-        raise SystemExit(f"{what} is empty: give some text with --start=TEXT or --start=FILE:path")
-    return ids
 
 
 def pieces(tokens, context):
@@ -115,7 +112,8 @@ try:
         meta = checkpoint["meta"]
     else:
         model = GPT.from_pretrained(init_from, dropout=0.0, **overrides).to(device)
-        meta = {"tokenizer": "gpt2", "eot": gpt2_encoding().eot_token}
+        enc = gpt2_encoding()
+        meta = {"tokenizer": "gpt2", "eot": enc.eot_token, "vocab_size": enc.n_vocab}
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 model.eval()
@@ -130,15 +128,18 @@ if asked and cfg.mem_len == 0:
                      "checkpoint or --init_from=gpt2 --mem_len=32 --ltm=4 --seg_len=64")
 if drop_snapshot is not None and type(drop_snapshot) is not int:
     raise SystemExit(f"--drop_snapshot must be a snapshot index like 0 or -1, got {drop_snapshot!r}")
+if save_memory and not os.path.isdir(os.path.dirname(os.path.abspath(save_memory))):
+    raise SystemExit(f"--save_memory={save_memory}: the directory {os.path.dirname(save_memory)} does not exist")
 if num_samples > 0:  # checked before the (maybe long) reading
-    if temperature <= 0 or (top_k is not None and top_k < 1):
-        raise SystemExit(f"need --temperature > 0 and --top_k >= 1 or None, got {temperature} and {top_k} "
-                         "(--top_k=1 samples greedily)")
+    if temperature <= 0 or (top_k is not None and top_k < 1) or max_new_tokens < 0:
+        raise SystemExit(f"need --temperature > 0, --top_k >= 1 or None and --max_new_tokens >= 0, got "
+                         f"{temperature}, {top_k} and {max_new_tokens} (--top_k=1 samples greedily)")
     if start.startswith("FILE:"):
         path = start[len("FILE:"):]
-        start_ids = tokenize(read_text(path, "prompt file"), f"prompt file {path}")
+        prompt_ids = tokenize(read_text(path, "prompt file"), f"prompt file {path}")
     else:
-        start_ids = tokenize(start, "the prompt (--start)")
+        prompt_ids = tokenize(start, "the prompt (--start)")
+    start_ids = prompt_ids or [meta["eot"]]  # an empty prompt starts from end-of-text, like GPT-2
 
 # memory: load, read, edit, save, show
 mem = model.empty_memory(1) if asked else None  # None: each sample starts from an empty memory
@@ -150,6 +151,8 @@ with torch.no_grad(), ctx:
             raise SystemExit(str(e)) from None
     if read:
         ids = tokenize(read_text(read, "document"), f"document {read}")
+        if not ids:
+            raise SystemExit(f"document {read} is empty: nothing to read into memory")
         pad = -len(ids) % cfg.seg_len
         x = torch.tensor(ids + [meta["eot"]] * pad, dtype=torch.long, device=device)[None]
         for i in tqdm(range(0, x.size(1), cfg.seg_len), desc=f"reading {read}", unit="segment"):
@@ -176,8 +179,8 @@ with torch.no_grad(), ctx:
     for _ in range(num_samples):
         idx = torch.tensor(start_ids, dtype=torch.long, device=device)[None]
         stream = Stream(model, 1, mem)
-        print(decode(start_ids), end="", flush=True)
-        tokens = (t.item() for t in model.generate_stream(idx, max_new_tokens, temperature, top_k, stream))
-        for piece in pieces(tokens, start_ids):
+        print(decode(prompt_ids), end="", flush=True)
+        new = model.generate_stream(idx, max_new_tokens, temperature, top_k, stream, meta["vocab_size"])
+        for piece in pieces((t.item() for t in new), prompt_ids):
             print(piece, end="", flush=True)
         print("\n---------------", flush=True)

@@ -94,6 +94,29 @@ def test_prints_what_generate_makes(out, capsys):
     assert capsys.readouterr().out == samples[0] + SEP + samples[1] + SEP
 
 
+def test_never_samples_a_padded_id(tmp_path, capsys):
+    """train.py pads the vocabulary to a multiple of 64: ids past the tokenizer's are never drawn."""
+    model = tiny(vocab_size=64)
+    out_dir = write_checkpoint(tmp_path, model)
+    n = 3 * S
+    run(f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=1", f"--max_new_tokens={n}",
+        "--temperature=1.0", "--top_k=None", "--seed=7")
+    idx = torch.tensor([encode(PROMPT)])
+    torch.manual_seed(7)
+    assert model.generate(idx, n, temperature=1.0)[0].max() >= len(ITOS)  # the case this test is about
+    torch.manual_seed(7)
+    ids = model.generate(idx, n, temperature=1.0, vocab_size=len(ITOS))[0].tolist()
+    assert capsys.readouterr().out == decode(ids) + SEP
+
+
+def test_empty_prompt_starts_from_end_of_text(out, capsys):
+    out_dir, model, _ = out
+    generated = model.generate(torch.tensor([[META["eot"]]]), S, top_k=1)[0, 1:].tolist()
+    for start in (["--start="], []):  # the default "\n" holds no recall token
+        run(f"--out_dir={out_dir}", *start, "--num_samples=1", f"--max_new_tokens={S}", "--top_k=1")
+        assert capsys.readouterr().out == decode(generated) + SEP
+
+
 def test_gpt2_bpe_prints_whole_characters(tmp_path, capsys):
     """A local HF directory, with memory added. Its vocabulary is GPT-2's first 300 tokens, mostly single
     bytes, so sampling makes many tokens that end inside a character (or are no UTF-8 at all): they are
@@ -159,6 +182,7 @@ def test_read_save_load_edit_memory(out, tmp_path, capsys):
 def test_clear_errors(out, tmp_path):
     out_dir, model, _ = out
     tiny(mem_len=2).empty_memory(1).save(tmp_path / "other.pt", tiny(mem_len=2))
+    Memory(torch.zeros(1, 3, 32), [], 0).save(tmp_path / "bad_stm.pt", model)  # a valid header, a wrong STM
     (tmp_path / "junk.pt").write_bytes(b"not a memory")
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x01")
     plain = write_checkpoint(tmp_path / "plain", tiny(mem_len=0))
@@ -176,12 +200,14 @@ def test_clear_errors(out, tmp_path):
         (load("other.pt"), "read the document again with this model"),
         (load("junk.pt"), "is not a memory file: make one with sample.py --save_memory"),
         (load("missing.pt"), "make one with sample.py --read="),
+        (load("bad_stm.pt"), "bad_stm.pt is damaged: its STM is (1, 3, 32)"),
         ([f"--out_dir={unsafe}"], "unsafe/ckpt.pt was not loaded: it holds more than tensors and plain values"),
         ([f"--out_dir={tmp_path}/empty"], "empty/ckpt.pt is not a readable checkpoint (EOFError"),
         ([f"--out_dir={tmp_path}/truncated"], "truncated/ckpt.pt is not a readable checkpoint (RuntimeError"),
         ([f"--out_dir={tmp_path}/junk"], "junk/ckpt.pt was not loaded: it holds more than tensors and plain values"),
-        ([f"--out_dir={out_dir}", "--start="], "the prompt (--start) is empty"),
-        ([f"--out_dir={out_dir}"], "the prompt (--start) is empty"),  # the default "\n" holds no recall token
+        ([f"--out_dir={out_dir}", f"--read={out_dir}/doc.txt", f"--save_memory={tmp_path}/nodir/mem.pt"],
+         f"the directory {tmp_path}/nodir does not exist"),
+        ([f"--out_dir={out_dir}", "--max_new_tokens=-1"], "--max_new_tokens >= 0"),
         ([f"--out_dir={out_dir}", f"--start=FILE:{tmp_path}/missing.txt"], "missing.txt does not exist"),
         ([f"--out_dir={out_dir}", f"--start=FILE:{tmp_path}/binary.txt"], "binary.txt is not text"),
         ([f"--out_dir={out_dir}", "--start=hello"], "'hello' is not a recall token"),
@@ -194,4 +220,4 @@ def test_clear_errors(out, tmp_path):
         with pytest.raises(SystemExit) as e:
             run(*args)
         assert message in str(e.value) and "\n" not in str(e.value), (args, e.value)
-    assert not marker.exists()
+    assert not marker.exists() and not (tmp_path / "nodir").exists()
