@@ -7,7 +7,8 @@ nanoGPT-style configuration: a script keeps its settings as module-level globals
 which applies, in order, config files given as plain arguments (python files that assign
 settings, e.g. config/recall.py) and --key=value overrides, and returns the final settings as
 a dict (for logging and checkpoints). An unknown key or a value of the wrong type stops the
-script with one line that names the key.
+script with one line that names the key. Config files are run as Python code (as in nanoGPT):
+use only your own.
 """
 import ast
 import difflib
@@ -50,11 +51,13 @@ def configure(scope, argv=None):
                 raise SystemExit(f"{arg}: write settings as --key=value")
             try:
                 with open(arg) as f:
-                    code = f.read()
+                    code = compile(f.read(), arg, "exec")  # named, so errors in it point to the file
             except OSError as e:
                 raise SystemExit(f"cannot read config file {arg}: {e.strerror}") from None
+            except SyntaxError as e:
+                raise SystemExit(f"config file {arg}, line {e.lineno}: {e.msg}") from None
             assigned = {}
-            exec(code, {}, assigned)
+            exec(code, {}, assigned)  # a config file is Python, run as code: use only your own
             override(scope, assigned, arg)
             continue
         key, sep, text = arg[2:].partition("=")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from configurator import configure
 from evaluate import per_segment_loss, recall_accuracy
 from model import GPT, GPTConfig, read_samples
 from prepare import prepare
@@ -57,6 +58,14 @@ def test_unknown_or_mistyped_setting_stops_with_one_line(work, monkeypatch):
         train(monkeypatch, "--curriculum=(1,)", "--stage_iters=2")
     with pytest.raises(SystemExit, match="needs --stage_iters"):
         train(monkeypatch, "--curriculum=(2,)")
+
+
+def test_config_file_with_a_syntax_error_is_named(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("n_layer = 2\nn_head = (4\n")
+    with pytest.raises(SystemExit) as e:
+        configure({"n_layer": 1, "n_head": 1}, [str(bad)])
+    assert str(e.value).startswith(f"config file {bad}, line 2: ") and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("arg, message", [
