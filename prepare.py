@@ -47,6 +47,7 @@ hf_path = ""  # set any of hf_path/hf_name/hf_data_files to read another source 
 hf_name = ""  # load_dataset(hf_path, hf_name or None, data_files=hf_data_files or None), column "text",
 hf_data_files = ""  # e.g. --hf_path=parquet --hf_data_files='hf://datasets/USER/REPO/data/*.parquet'
 input = ""  # text: a glob of local files, e.g. 'books/*.txt'
+bad_files = "skip"  # text: files that are not UTF-8 text: skip (counted, the first few named) | stop (naming it)
 # recall: segment 0 states n_facts facts "key value ...", each asked once at the end of a later segment
 seg_len = 16  # tokens per segment
 n_seg = 8  # segments per sample: the distance from a fact to its question reaches n_seg-1
@@ -91,6 +92,8 @@ def resolve(overrides):
         raise SystemExit(f"unknown dataset {cfg['dataset']!r} ({hint}choose one of {', '.join(DATASETS)})")
     if cfg["shard_size"] < 1 or cfg["num_proc"] < 1 or not 0 <= cfg["val_fraction"] < 1:
         raise SystemExit("need shard_size >= 1, num_proc >= 1 and 0 <= val_fraction < 1")
+    if cfg["bad_files"] not in ("skip", "stop"):
+        raise SystemExit(f"--bad_files={cfg['bad_files']}: choose skip or stop")
     return cfg
 
 
@@ -226,12 +229,31 @@ def source_of(cfg):
         files = sorted(f for f in glob.glob(os.path.expanduser(cfg["input"]), recursive=True) if os.path.isfile(f))
         if not files:
             raise SystemExit(f"--input={cfg['input']!r} matches no files")
+        bad = [f for f in files if not _is_utf8(f)]  # read here: datasets' text reader fails without naming them
+        if bad and cfg["bad_files"] == "stop":
+            raise SystemExit(f"{bad[0]} is not UTF-8 text: remove it from --input, or pass --bad_files=skip")
+        if bad:
+            print(f"skipping {len(bad)} of {len(files)} files that are not UTF-8 text: {', '.join(bad[:3])}"
+                  + (", ..." if len(bad) > 3 else ""))
+            files = sorted(set(files) - set(bad))
+        if not files:
+            raise SystemExit(f"--input={cfg['input']!r} matches no UTF-8 text files")
         return dict(path="text", data_files=files, sample_by="document")
     if cfg["hf_path"]:
         return dict(path=cfg["hf_path"], name=cfg["hf_name"] or None, data_files=cfg["hf_data_files"] or None)
     if cfg["hf_name"] or cfg["hf_data_files"]:
         raise SystemExit("--hf_name and --hf_data_files need --hf_path (a hub id, or parquet/json/csv/text)")
     return SOURCES[cfg["dataset"]]
+
+
+def _is_utf8(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            while f.read(1 << 24):  # in pieces: a file can be larger than memory
+                pass
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _is_network_error(e):

@@ -96,6 +96,26 @@ def test_text_files(tmp_path):
     assert len(got["val"]) == 2 and meta["source"] == str(tmp_path / "*.txt")
 
 
+@pytest.mark.parametrize("bad_files", ["skip", "stop"])
+def test_files_that_are_not_utf8(tmp_path, capsys, bad_files):
+    for i, d in enumerate(DOCS[:4]):
+        (tmp_path / f"{i}.txt").write_text(d, encoding="utf-8")
+    (tmp_path / "koi8.txt").write_bytes("привет".encode("koi8-r"))  # as in CPython's own test/encoded_modules
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    kw = dict(dataset="text", input=str(tmp_path / "*.txt"), data_dir=str(tmp_path / "data"), val_fraction=0.25,
+              bad_files=bad_files)
+    if bad_files == "stop":
+        with pytest.raises(SystemExit) as e:
+            prepare.prepare(**kw)
+        assert one_line_exit(e) == f"{tmp_path}/koi8.txt is not UTF-8 text: remove it from --input, or pass --bad_files=skip"
+        assert not (tmp_path / "data").exists()
+        return
+    meta = prepare.prepare(**kw)
+    check_text_dataset(tmp_path / "data" / "text", meta, DOCS[:4])
+    assert capsys.readouterr().out.splitlines()[0] == (f"skipping 2 of 6 files that are not UTF-8 text: "
+                                                      f"{tmp_path}/koi8.txt, {tmp_path}/latin1.txt")
+
+
 def test_max_docs(tmp_path):
     for i, d in enumerate(DOCS[:6]):
         (tmp_path / f"{i}.txt").write_text(d, encoding="utf-8")
@@ -208,6 +228,7 @@ def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
     (dict(dataset="recall", n_facts=9, n_seg=12), "2*n_facts <= seg_len"),
     (dict(dataset="recall", n_filler=70_000), "do not fit uint16"),
     (dict(hf_data_files="x.parquet"), "need --hf_path"),
+    (dict(dataset="text", input="*.txt", bad_files="ignore"), "--bad_files=ignore: choose skip or stop"),
 ])
 def test_errors_are_one_line(tmp_path, kw, expect):
     with pytest.raises(SystemExit) as e:
