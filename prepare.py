@@ -62,11 +62,13 @@ seed = 1337  # train uses seed, val seed+1
 config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))]
 
 DATASETS = ("openwebtext", "fineweb", "text", "recall")
-SOURCES = {  # load_dataset() arguments; the split is "train", the text is in column "text"
-    # Skylion007/openwebtext's loading script no longer runs on datasets>=4, but the parquet files
-    # beside it in the same repo load anywhere; switch mirror with --hf_path/--hf_data_files above
-    "openwebtext": dict(path="parquet", data_files="hf://datasets/Skylion007/openwebtext/data/train-*.parquet"),
-    "fineweb": dict(path="HuggingFaceFW/fineweb-edu", name="sample-10BT"),
+SOURCES = {  # load_dataset() arguments, tried in order until one opens; the split is "train", the text in column "text"
+    # load_dataset("openwebtext") runs a loading script, which datasets>=4 no longer does: read the parquet files
+    # of Skylion007/openwebtext, else one of two parquet mirrors of it; another: --hf_path/--hf_data_files above
+    "openwebtext": [dict(path="parquet", data_files="hf://datasets/Skylion007/openwebtext/plain_text/train-*.parquet"),
+                    dict(path="dylanebert/openwebtext"),
+                    dict(path="vietgpt/openwebtext_en")],
+    "fineweb": [dict(path="HuggingFaceFW/fineweb-edu", name="sample-10BT")],
 }
 # the settings that decide a dataset's output: a rerun with the same ones finds it prepared already
 TEXT_SETTINGS = ("shard_size", "val_fraction", "max_docs", "hf_path", "hf_name", "hf_data_files", "input")
@@ -221,8 +223,8 @@ def write_json_atomic(path, obj):
 # -----------------------------------------------------------------------------
 # text sources: HF datasets (openwebtext, fineweb, any other) and local files, one code path
 
-def source_of(cfg):
-    """load_dataset() arguments for the text datasets."""
+def sources_of(cfg):
+    """load_dataset() arguments for the text datasets: a list of sources to try in order."""
     if cfg["dataset"] == "text":
         if not cfg["input"]:
             raise SystemExit("--dataset=text needs --input='path/*.txt' (one file = one document)")
@@ -238,9 +240,9 @@ def source_of(cfg):
             files = sorted(set(files) - set(bad))
         if not files:
             raise SystemExit(f"--input={cfg['input']!r} matches no UTF-8 text files")
-        return dict(path="text", data_files=files, sample_by="document")
+        return [dict(path="text", data_files=files, sample_by="document")]
     if cfg["hf_path"]:
-        return dict(path=cfg["hf_path"], name=cfg["hf_name"] or None, data_files=cfg["hf_data_files"] or None)
+        return [dict(path=cfg["hf_path"], name=cfg["hf_name"] or None, data_files=cfg["hf_data_files"] or None)]
     if cfg["hf_name"] or cfg["hf_data_files"]:
         raise SystemExit("--hf_name and --hf_data_files need --hf_path (a hub id, or parquet/json/csv/text)")
     return SOURCES[cfg["dataset"]]
@@ -254,6 +256,38 @@ def _is_utf8(path):
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _where(cfg, source):
+    if cfg["dataset"] == "text":
+        return cfg["input"]
+    return source.get("data_files") or " ".join(filter(None, (source["path"], source.get("name"))))
+
+
+def _offline(where, e, out_dir):
+    return (f"cannot reach {where} ({type(e).__name__}); offline, use --dataset=recall or --dataset=text "
+            f"--input='path/*.txt', or run prepare.py where the network is reachable and copy {out_dir} here")
+
+
+def open_source(cfg, sources, out_dir):
+    """The "train" split of the first of sources that load_dataset opens, and that source."""
+    import datasets  # slow to import: only here, so importing prepare stays light
+
+    failed = []
+    for source in sources:
+        try:
+            ds = datasets.load_dataset(**source, split="train", streaming=cfg["streaming"])
+        except Exception as e:
+            failed.append((_where(cfg, source), e))
+            continue
+        tried = f" ({', '.join(w for w, _ in failed)} did not open)" if failed else ""
+        print(f"{cfg['dataset']}: reading {_where(cfg, source)}{tried}")
+        return ds, source
+    if all(_is_network_error(e) for _, e in failed):
+        raise SystemExit(_offline(", ".join(w for w, _ in failed), failed[0][1], out_dir))
+    tried = "; ".join(f"{w} ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})" for w, e in failed)
+    raise SystemExit(f"no source of {cfg['dataset']} opened. Tried: {tried}. Pass another with --hf_path=parquet "
+                     "--hf_data_files='hf://datasets/USER/REPO/data/*.parquet' (or --hf_path=USER/REPO)")
 
 
 def _is_network_error(e):
@@ -285,15 +319,13 @@ def _ordered_map(fn, items, procs):
             yield pending.popleft().get()
 
 
-def tokenize_text(cfg, out_dir, source):
-    import datasets  # slow to import: only here, so importing prepare stays light
-
+def tokenize_text(cfg, out_dir, sources):
     enc = gpt2_encoding()
     writers = {split: ShardWriter(out_dir, split, cfg["shard_size"]) for split in ("train", "val")}
     docs = {"train": 0, "val": 0}
     f, i = cfg["val_fraction"], 0
+    ds, source = open_source(cfg, sources, out_dir)
     try:
-        ds = datasets.load_dataset(**source, split="train", streaming=cfg["streaming"])
         if cfg["max_docs"]:
             ds = ds.take(cfg["max_docs"])
         total = cfg["max_docs"] or (None if cfg["streaming"] else len(ds))
@@ -310,13 +342,10 @@ def tokenize_text(cfg, out_dir, source):
                     if arrays:
                         writers[split].write(np.concatenate(arrays))
                 bar.update(len(encoded))
-    except Exception as e:
+    except Exception as e:  # after the source opened: no other is tried, its documents are in the shards already
         if not _is_network_error(e):
             raise
-        where = source.get("data_files") or source["path"]
-        raise SystemExit(f"cannot reach {where} ({type(e).__name__}); offline, use --dataset=recall or "
-                         "--dataset=text --input='path/*.txt', or run prepare.py where the network is reachable "
-                         f"and copy {out_dir} here") from None
+        raise SystemExit(_offline(_where(cfg, source), e, out_dir)) from None
     if not docs["train"]:
         raise SystemExit(f"{cfg['dataset']} gave {i} document(s): need at least 2, val takes the first")
     shards = {**writers["train"].close(), **writers["val"].close()}
@@ -399,7 +428,7 @@ def prepare(**overrides):
     recall = cfg["dataset"] == "recall"
     settings = {k: cfg[k] for k in (RECALL_SETTINGS if recall else TEXT_SETTINGS)}
     settings["dataset"] = cfg["dataset"]
-    source = check_recall(cfg) if recall else source_of(cfg)  # errors come before anything is removed
+    sources = check_recall(cfg) if recall else sources_of(cfg)  # errors come before anything is removed
     if os.path.exists(meta_path) and not cfg["force"]:
         with open(meta_path) as fp:
             meta = json.load(fp)
@@ -415,7 +444,7 @@ def prepare(**overrides):
     os.makedirs(out_dir, exist_ok=True)
     remove_outputs(out_dir)  # stale shards of an earlier or interrupted run
     try:
-        meta = make_recall(cfg, out_dir) if recall else tokenize_text(cfg, out_dir, source)
+        meta = make_recall(cfg, out_dir) if recall else tokenize_text(cfg, out_dir, sources)
     except BaseException:
         remove_outputs(out_dir)  # never leave shards that look usable
         if not os.listdir(out_dir):

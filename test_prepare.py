@@ -86,6 +86,33 @@ def test_hf_source_end_to_end(tmp_path, fmt, streaming, num_proc):
     assert meta["source"] == {"path": fmt, "name": None, "data_files": str(path)}
 
 
+def test_sources_are_tried_in_order(tmp_path, monkeypatch, capsys):
+    """openwebtext's sources, on local parquet files: the first that opens is read, and said; if none opens,
+    one line says what was tried and how to pass another."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = str(tmp_path / "docs.parquet")
+    pq.write_table(pa.table({"text": DOCS}), good)
+    missing = str(tmp_path / "missing" / "*.parquet")
+    monkeypatch.setitem(prepare.SOURCES, "openwebtext", [dict(path="parquet", data_files=missing),
+                                                         dict(path="parquet", data_files=good)])
+    meta = prepare.prepare(data_dir=str(tmp_path / "data"), val_fraction=0.1, num_proc=1)
+    check_text_dataset(tmp_path / "data" / "openwebtext", meta, DOCS)
+    assert meta["source"] == {"path": "parquet", "data_files": good}
+    assert f"openwebtext: reading {good} ({missing} did not open)\n" in capsys.readouterr().out
+    monkeypatch.setitem(prepare.SOURCES, "openwebtext", [dict(path="parquet", data_files=missing),
+                                                         dict(path=str(tmp_path / "nowhere"))])
+    with pytest.raises(SystemExit) as e:
+        prepare.prepare(data_dir=str(tmp_path / "other"))
+    msg = one_line_exit(e)
+    assert msg.startswith(f"no source of openwebtext opened. Tried: {missing} (ValueError: ")
+    assert f"; {tmp_path}/nowhere (FileNotFoundError: " in msg and msg.endswith(
+        "Pass another with --hf_path=parquet --hf_data_files='hf://datasets/USER/REPO/data/*.parquet' "
+        "(or --hf_path=USER/REPO)")
+    assert not (tmp_path / "other" / "openwebtext").exists()
+
+
 def test_text_files(tmp_path):
     for i, d in enumerate(DOCS[:10]):
         (tmp_path / f"{i:02d}.txt").write_text(d, encoding="utf-8")
