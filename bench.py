@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from configurator import configure
-from data import answer_targets, load_meta, open_split, sample_batch
+from data import load_meta, open_split, recall_xy, sample_batch
 from evaluate import recall_accuracy, segment_loss_sums
 from model import GPT, GPTConfig, Stream
 
@@ -237,8 +237,8 @@ def ltm_eval():
     recall = meta["tokenizer"] == "recall"
     rows = sample_batch(val, np.random.default_rng(seed), eval_samples, cfg["n_seg"] * S,
                         meta["sample_len"] if recall else 0)
-    x = torch.from_numpy(rows[:, :-1]).to(device)
-    y = torch.from_numpy(answer_targets(rows, meta) if cfg.get("answer_loss") else rows[:, 1:]).to(device)
+    x, y = recall_xy(rows, meta) if cfg.get("answer_loss") else (rows[:, :-1], rows[:, 1:])
+    x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     out = []
     for k in tqdm(ltms if model.config.mem_len else (0,), desc="LTM sizes", leave=False):
         sums, counts = torch.zeros(cfg["n_seg"]), torch.zeros(cfg["n_seg"])

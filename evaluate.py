@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from data import answer_targets
+from data import recall_xy
 from model import read_samples
 
 
@@ -32,7 +32,8 @@ def per_segment_loss(model, x, y, seg_len):
 @torch.no_grad()
 def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm=None):
     """Exact-answer accuracy (greedy, over the whole vocabulary) by distance in segments from the facts
-    (segment 0) to the question, on the first n_samples whole samples of data (the recall set's val tokens).
+    (segment 0) to the question, on the first n_samples whole samples of data (the recall set's val tokens),
+    each answer hidden from the input (data.recall_xy).
     ltm: LTM snapshots kept (None = as trained)."""
     L, S = meta["sample_len"], meta["seg_len"]
     n_samples = min(n_samples, len(data) // L)
@@ -42,10 +43,11 @@ def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm=None):
     for start in range(0, n_samples, batch_size):
         n = min(batch_size, n_samples - start)
         rows = np.asarray(data[start * L:(start + n) * L], dtype=np.int64).reshape(n, L)
-        y = torch.from_numpy(answer_targets(rows, meta))  # (n, L-1): the answers, at the predictions before them
-        logits, _ = read_samples(model, torch.from_numpy(rows).to(device), None, S, ltm=ltm)
+        x, y = recall_xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), meta)  # answers hidden in x
+        y = torch.from_numpy(y)
+        logits, _ = read_samples(model, torch.from_numpy(x).to(device), None, S, ltm=ltm)
         asked = y != -1
-        right = (logits[:, :-1][asked.to(device)].argmax(-1).cpu() == y[asked]).float()
+        right = (logits[asked.to(device)].argmax(-1).cpu() == y[asked]).float()
         distance = (asked.nonzero()[:, 1] + 1) // S  # the answer's segment
         hits.index_add_(0, distance, right)
         counts.index_add_(0, distance, torch.ones_like(right))

@@ -51,7 +51,7 @@ bad_files = "skip"  # text: files that are not UTF-8 text: skip (counted, the fi
 # recall: segment 0 states n_facts facts "key value ...", each asked once at the end of a later segment
 seg_len = 16  # tokens per segment
 n_seg = 8  # segments per sample: the distance from a fact to its question reaches n_seg-1
-n_facts = 1  # facts per sample, at most n_seg-1
+n_facts = 1  # facts per sample (2*n_facts <= seg_len); a later segment asks up to seg_len//3 of them
 n_keys = 32  # key tokens (each sample uses n_facts distinct ones)
 n_values = 16  # value tokens: chance accuracy is 1/n_values
 n_filler = 32  # distractor tokens, a vocabulary of their own
@@ -373,16 +373,22 @@ def recall_first_ids(cfg):
 
 def recall_samples(n, cfg, rng):
     """n samples of n_seg segments (n, n_seg*seg_len) of filler: segment 0 opens with the n_facts facts
-    "k v k v ...", and each fact is asked once, "? k v" closing a distinct random later segment (v the
-    answer). No answer gives another away, and the first segments of a sample are a valid sample too."""
+    "k v k v ...", and each fact is asked once, "? k v" (v the answer), in a random later segment; the
+    questions of a segment close it, up to seg_len // 3 of them, so several facts can share a segment
+    (each (segment, place) is drawn alike). No answer gives another away, and the first segments of a
+    sample are a valid sample too."""
     S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
     key0, val0, fil0 = recall_first_ids(cfg)
     x = fil0 + rng.integers(cfg["n_filler"], size=(n, n_seg * S))
     keys = key0 + rng.random((n, cfg["n_keys"])).argsort(axis=1)[:, :F]  # distinct within a sample
     values = val0 + rng.integers(cfg["n_values"], size=(n, F))
     x[:, 0:2 * F:2], x[:, 1:2 * F:2] = keys, values
-    asked_in = 1 + rng.random((n, n_seg - 1)).argsort(axis=1)[:, :F]  # the segment asking each fact
-    answers = asked_in * S + S - 1
+    per_seg = S // 3
+    slot = rng.random((n, (n_seg - 1) * per_seg)).argsort(axis=1)[:, :F]  # (n, F) distinct question slots
+    asked_in = 1 + slot // per_seg
+    # a segment's questions in the random order of their slots, closing it
+    order = ((asked_in[:, :, None] == asked_in[:, None, :]) & (slot[:, None, :] < slot[:, :, None])).sum(2)
+    answers = asked_in * S + S - 1 - 3 * order
     rows = np.arange(n)[:, None]
     x[rows, answers - 2], x[rows, answers - 1], x[rows, answers] = QUESTION, keys, values
     return x.astype(np.uint16)
@@ -392,10 +398,12 @@ def check_recall(cfg):
     """Stop with one line on recall settings that make no valid sample."""
     S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
     sample_len = n_seg * S
-    if not (1 <= F < n_seg and S >= max(3, 2 * F) and cfg["n_keys"] >= F and min(cfg["n_values"], cfg["n_filler"]) >= 1):
-        raise SystemExit("recall needs 1 <= n_facts <= n_seg-1, the facts in segment 0 (2*n_facts <= seg_len), "
-                         f"seg_len >= 3, n_keys >= n_facts and n_values, n_filler >= 1; got n_facts={F}, n_seg={n_seg}, "
-                         f"seg_len={S}, n_keys={cfg['n_keys']}, n_values={cfg['n_values']}, n_filler={cfg['n_filler']}")
+    if not (1 <= F <= (n_seg - 1) * (S // 3) and S >= max(3, 2 * F) and cfg["n_keys"] >= F
+            and min(cfg["n_values"], cfg["n_filler"]) >= 1):
+        raise SystemExit("recall needs n_seg >= 2, seg_len >= 3, 1 <= n_facts <= (n_seg-1) * (seg_len//3) questions, "
+                         "the facts in segment 0 (2*n_facts <= seg_len), n_keys >= n_facts and n_values, n_filler >= 1; "
+                         f"got n_facts={F}, n_seg={n_seg}, seg_len={S}, n_keys={cfg['n_keys']}, "
+                         f"n_values={cfg['n_values']}, n_filler={cfg['n_filler']}")
     if cfg["shard_size"] < sample_len:
         raise SystemExit(f"shard_size {cfg['shard_size']} is below one recall sample ({sample_len} tokens)")
     check_uint16(len(recall_vocab(cfg)), "recall")

@@ -176,9 +176,13 @@ def test_recall_answers_recoverable(tmp_path):
         fact_keys, fact_values = x[:, 0:2 * F:2], x[:, 1:2 * F:2]
         assert all(len(set(row)) == F for row in fact_keys.tolist())  # distinct keys
         rows, q = np.nonzero(x == meta["question"])
-        assert (np.bincount(rows) == F).all() and ((q + 3) % S == 0).all()  # F questions, each closing a segment
+        assert (np.bincount(rows) == F).all()  # F questions
         segments = (q // S).reshape(-1, F)
-        assert (segments >= 1).all() and all(len(set(s)) == F for s in segments.tolist())  # distinct segments
+        assert (segments >= 1).all()
+        for row, segs in zip(q.reshape(-1, F), segments):  # the questions of a segment close it, back to back
+            for s in set(segs.tolist()):
+                n = (segs == s).sum()
+                assert sorted(row[segs == s] % S) == list(range(S - 3 * n, S, 3))
         keys, answers = x[rows, q + 1].reshape(-1, F), x[rows, q + 2].reshape(-1, F)
         assert (np.sort(keys, 1) == np.sort(fact_keys, 1)).all()  # every fact asked once
         for f in range(F):  # the answer is the value the key had in segment 0
@@ -190,17 +194,33 @@ def test_recall_answers_recoverable(tmp_path):
     assert encode(decode(train[0].tolist())) == train[0].tolist()
 
 
-def test_recall_answer_targets():
-    """answer_targets puts each answer at the prediction before it, also in samples cut to fewer segments."""
-    from evaluate import answer_targets
+def test_recall_inputs_and_targets():
+    """recall_xy puts each answer at the prediction before it and hides it in the inputs (no answer can be
+    worked out from the others), also in samples cut to fewer segments."""
+    from data import recall_xy
     cfg = prepare.resolve(dict(dataset="recall", n_facts=2))
     x = prepare.recall_samples(50, cfg, np.random.default_rng(0)).astype(np.int64)
     rows = np.concatenate([x, np.full((50, 1), -1)], 1)  # sample_batch's rows: one token more
-    y = answer_targets(rows, dict(question=prepare.QUESTION))
+    meta = dict(question=prepare.QUESTION, eot=0)
+    inputs, y = recall_xy(rows, meta)
     r, t = np.nonzero(y != -1)
     assert (np.bincount(r) == 2).all() and (x[r, t - 1] == prepare.QUESTION).all() and (y[r, t] == x[r, t + 1]).all()
-    cut = answer_targets(rows[:, :2 * 16 + 1], dict(question=prepare.QUESTION))  # first 2 segments only
-    assert (cut == y[:, :2 * 16]).all()
+    assert (inputs[r, t + 1] == 0).all()  # the answers are hidden
+    keep = np.ones_like(x, dtype=bool)
+    keep[r, t + 1] = False
+    assert (inputs[keep] == x[keep]).all()  # and nothing else is
+    cut_x, cut_y = recall_xy(rows[:, :2 * 16 + 1], meta)  # first 2 segments only
+    assert (cut_y == y[:, :2 * 16]).all() and (cut_x == inputs[:, :2 * 16]).all()
+
+
+def test_recall_questions_share_segments_when_facts_outnumber_them():
+    cfg = prepare.resolve(dict(dataset="recall", n_facts=8, n_seg=3, seg_len=16))
+    prepare.check_recall(cfg)
+    x = prepare.recall_samples(200, cfg, np.random.default_rng(0)).astype(np.int64)
+    rows, q = np.nonzero(x == prepare.QUESTION)
+    assert (np.bincount(rows) == 8).all() and set((q // 16).tolist()) == {1, 2}  # 8 questions in 2 segments
+    per_segment = np.bincount(rows * 3 + q // 16, minlength=600).reshape(200, 3)
+    assert per_segment[:, 1:].max() == 16 // 3 and per_segment[:, 0].max() == 0
 
 
 def test_rerun_resumes_or_redoes(tmp_path, capsys):
@@ -214,7 +234,7 @@ def test_rerun_resumes_or_redoes(tmp_path, capsys):
         prepare.prepare(**{**kw, "seed": 7})
     assert "seed" in one_line_exit(e) and "--force=True" in str(e.value.code)
     with pytest.raises(SystemExit):  # invalid settings stop before the old data is removed
-        prepare.prepare(**{**kw, "n_facts": 8, "force": True})
+        prepare.prepare(**{**kw, "n_facts": 9, "force": True})
     assert shard.stat().st_mtime_ns == mtime and (tmp_path / "recall" / "meta.json").exists()
     (tmp_path / "recall" / "train_009.bin").write_bytes(b"stale")
     (tmp_path / "recall" / "val_000.bin.tmp").write_bytes(b"stale")

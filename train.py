@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import configure
-from data import answer_targets, load_meta, open_split, sample_batch
+from data import load_meta, open_split, recall_xy, sample_batch
 from evaluate import recall_accuracy, segment_loss_sums
 from model import GPT, GPTConfig, read_samples
 
@@ -196,8 +196,8 @@ def stage_of(it):
 def get_batch(rng, shards, n, segs):
     """n samples of segs segments: (x, y) on the device. Recall: whole samples cut to segs segments."""
     rows = sample_batch(shards, rng, n, segs * seg_len, meta["sample_len"] if recall else 0)
-    x = torch.from_numpy(rows[:, :-1])
-    y = torch.from_numpy(answer_targets(rows, meta) if answer_loss else rows[:, 1:])
+    x, y = recall_xy(rows, meta) if answer_loss else (rows[:, :-1], rows[:, 1:])
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
     if device_type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
