@@ -44,6 +44,7 @@ top_k = 200              # keep only the top_k most likely tokens; 1 = greedy; N
 seed = 1337
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.cuda.is_available() else "float32"
+threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 # memory of a pretrained GPT-2 (--init_from=gpt2*); None = plain GPT-2 (a checkpoint keeps its own)
 mem_len = None
 ltm = None
@@ -56,6 +57,8 @@ clear_ltm = False        # forget the long-term memory snapshots (the short-term
 drop_snapshot = None     # forget one snapshot: 0 = oldest, -1 = newest
 show_memory = False      # print what the memory holds: per snapshot its segment and norms, the STM norm
 config = configure(globals())
+if threads:
+    torch.set_num_threads(threads)
 
 
 def read_text(path, what):

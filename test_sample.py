@@ -94,6 +94,14 @@ def test_prints_what_generate_makes(out, capsys):
     assert capsys.readouterr().out == samples[0] + SEP + samples[1] + SEP
 
 
+def test_threads_setting(out, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    run(f"--out_dir={out[0]}", "--num_samples=0")
+    run(f"--out_dir={out[0]}", "--num_samples=0", "--threads=1")
+    assert calls == [1]
+
+
 def test_never_samples_a_padded_id(tmp_path, capsys):
     """train.py pads the vocabulary to a multiple of 64: ids past the tokenizer's are never drawn."""
     model = tiny(vocab_size=64)

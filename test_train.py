@@ -87,6 +87,15 @@ def test_bad_settings_stop_with_one_line(work, monkeypatch, arg, message):
     assert not os.path.exists("out")
 
 
+@pytest.mark.parametrize("threads, set_to", [(0, []), (1, [1])])
+def test_threads_setting(work, monkeypatch, threads, set_to):
+    """0 keeps torch's default; 1 is for cores shared with other processes."""
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    train(monkeypatch, f"--threads={threads}", "--max_iters=0", "--out_dir=out")
+    assert calls == set_to
+
+
 def test_resume_refuses_what_it_cannot_change(work, monkeypatch):
     train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
     (work.path / "out" / "ckpt.pt.tmp").write_bytes(b"left by a run killed while saving")

@@ -71,10 +71,14 @@ decay_lr = True
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.cuda.is_available() else "float32"
 compile = False          # torch.compile the model
+threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
+                         # (two threads then stall each other at every op)
 seed = 1337
 MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn")
 model_defaults = {k: globals()[k] for k in MODEL_SETTINGS}
 config = configure(globals())
+if threads:
+    torch.set_num_threads(threads)
 
 # DDP under torchrun: NCCL between GPUs, gloo between CPU processes
 ddp = int(os.environ.get("RANK", -1)) != -1
