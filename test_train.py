@@ -77,8 +77,8 @@ def test_config_file_with_a_syntax_error_is_named(tmp_path):
     ("--eval_interval=0", "--eval_interval=0: must be >= 1"),
     ("--eval_iters=0", "--eval_iters=0: must be >= 1"),
     ("--gradient_accumulation_steps=0", "--gradient_accumulation_steps=0: must be >= 1"),
-    ("--dataset=nosuch", "no dataset at data/nosuch: python prepare.py --dataset=NAME makes data/NAME, for NAME one "
-                         "of openwebtext, fineweb, text, recall"),
+    ("--dataset=nosuch", "no dataset at data/nosuch: make it with python prepare.py --dataset=KIND --name=nosuch, "
+                         "KIND one of openwebtext, fineweb, text, recall"),
 ])
 def test_bad_settings_stop_with_one_line(work, monkeypatch, arg, message):
     with pytest.raises(SystemExit) as e:
@@ -94,6 +94,20 @@ def test_threads_setting(work, monkeypatch, threads, set_to):
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     train(monkeypatch, f"--threads={threads}", "--max_iters=0", "--out_dir=out")
     assert calls == set_to
+
+
+def test_a_second_set_of_the_same_kind_beside_the_first(work, monkeypatch):
+    """prepare.py --name writes data/<name>/ and leaves data/recall/ as it was; train.py --dataset=<name> reads it."""
+    default = work.path / "data" / "recall"
+    before = {p.name: p.read_bytes() for p in default.iterdir()}
+    prepare(data_dir="data", dataset="recall", name="recall_long", seg_len=SEG, n_seg=NSEG + 2, n_facts=2, n_keys=4,
+            n_values=4, n_filler=3, n_train=64, n_val=16)
+    assert {p.name: p.read_bytes() for p in default.iterdir()} == before
+    train(monkeypatch, "--dataset=recall_long", f"--n_seg={NSEG + 2}", "--max_iters=2", "--eval_interval=2",
+          "--out_dir=long")
+    record = log("long/log.jsonl")[-1]
+    assert len(record["val_loss_by_segment"]) == NSEG + 2
+    assert max(map(int, record["recall_accuracy"])) > NSEG - 1  # distances data/recall/ does not have
 
 
 def test_resume_refuses_what_it_cannot_change(work, monkeypatch):

@@ -38,7 +38,7 @@ recall_samples = 500     # recall set: val samples scored for accuracy by distan
 eval_only = False        # evaluate once and exit
 init_from = "scratch"    # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, ... | a local HF directory
 # data
-dataset = "openwebtext"  # data/<dataset>/, made by prepare.py
+dataset = "openwebtext"  # data/<dataset>/, made by prepare.py --dataset=<dataset> (or --name=<dataset>)
 gradient_accumulation_steps = 1  # over all processes: each of N DDP processes does 1/N of them
 batch_size = 8           # samples per micro-step
 seg_len = 1024           # tokens per segment
