@@ -77,6 +77,7 @@ def test_config_file_with_a_syntax_error_is_named(tmp_path):
     ("--eval_interval=0", "--eval_interval=0: must be >= 1"),
     ("--eval_iters=0", "--eval_iters=0: must be >= 1"),
     ("--gradient_accumulation_steps=0", "--gradient_accumulation_steps=0: must be >= 1"),
+    ("--eval_ltm=-1", "--eval_ltm=-1: the LTM snapshots kept at evaluation, an int >= 0, for a model with memory"),
     ("--dataset=nosuch", "no dataset at data/nosuch: make it with python prepare.py --dataset=KIND --name=nosuch, "
                          "KIND one of openwebtext, fineweb, text, recall"),
 ])
@@ -122,6 +123,24 @@ def test_resume_refuses_what_it_cannot_change(work, monkeypatch):
     with pytest.raises(SystemExit) as e:
         train(monkeypatch, "--out_dir=out", "--init_from=resume")
     assert str(e.value).startswith("out/ckpt.pt is not a readable checkpoint (EOFError") and "\n" not in str(e.value)
+
+
+def test_eval_ltm_evaluates_with_another_ltm_size(work, monkeypatch):
+    """The same weights with K snapshots (trained with 1): segment 1 reads one snapshot whenever K >= 1, so K=1 and
+    K=3 part only from segment 2 on; each record says which K it used."""
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    for k in ("None", "0", "3"):
+        with pytest.raises(SystemExit) as e:
+            train(monkeypatch, "--out_dir=out", "--init_from=resume", "--eval_only=True", f"--eval_ltm={k}")
+        assert e.value.code == 0
+    trained, as_trained, k0, k3 = log("out/log.jsonl")[-4:]
+    assert [r["eval_ltm"] for r in (trained, as_trained, k0, k3)] == [1, 1, 0, 3]
+    assert as_trained["val_loss_by_segment"] == trained["val_loss_by_segment"]
+    assert k0["val_loss_by_segment"][1] != trained["val_loss_by_segment"][1]
+    assert k3["val_loss_by_segment"][1] == trained["val_loss_by_segment"][1]
+    assert k3["val_loss_by_segment"][2] != trained["val_loss_by_segment"][2]
+    with pytest.raises(SystemExit, match="drop these settings \\(--eval_ltm evaluates it with another LTM size\\)"):
+        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--ltm=3")
 
 
 def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):

@@ -35,6 +35,7 @@ out_dir = "out"
 eval_interval = 250      # iterations between evaluations (each also writes out_dir/ckpt.pt)
 eval_iters = 20          # val batches for the val loss
 recall_samples = 500     # recall set: val samples scored for accuracy by distance
+eval_ltm = None          # LTM snapshots kept at evaluation; None = as trained (the LTM adds no parameters)
 eval_only = False        # evaluate once and exit
 init_from = "scratch"    # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, ... | a local HF directory
 # data
@@ -146,8 +147,12 @@ if init_from != "scratch":  # the loaded model keeps its shape: settings asking 
         raise SystemExit(f"{' '.join(f'--{k}={config[k]}' for k in ignored)}: "
                          f"{ckpt_path if init_from == 'resume' else init_from} has "
                          f"{', '.join(f'{k}={model_args[k]}' for k in ignored)}, and --init_from={init_from} "
-                         "keeps the model it loads: drop these settings")
+                         "keeps the model it loads: drop these settings"
+                         + (" (--eval_ltm evaluates it with another LTM size)" if "ltm" in ignored else ""))
     config.update({k: model_args[k] for k in MODEL_SETTINGS})  # so the checkpoint's config says what was trained
+if eval_ltm is not None and not (type(eval_ltm) is int and eval_ltm >= 0 and model.config.mem_len > 0):
+    raise SystemExit(f"--eval_ltm={eval_ltm!r}: the LTM snapshots kept at evaluation, an int >= 0, for a model with "
+                     f"memory (this one has mem_len={model.config.mem_len})")
 if model.config.mem_len > 0 and model.config.seg_len != seg_len:
     raise SystemExit(f"the {init_from} model reads segments of {model.config.seg_len} tokens: "
                      f"pass --seg_len={model.config.seg_len}")
@@ -216,13 +221,13 @@ def evaluate(segs):
     for _ in range(eval_iters):
         x, y = get_batch(rng, val_data, batch_size, segs)
         with ctx:
-            s, c = segment_loss_sums(eval_model, x, y, seg_len)
+            s, c = segment_loss_sums(eval_model, x, y, seg_len, ltm=eval_ltm)
         sums, counts = sums + s, counts + c
     out = {"val_loss": (sums.sum() / counts.sum()).item(),
            "val_loss_by_segment": [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]}
     if recall:
         with ctx:
-            acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device)
+            acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device, ltm=eval_ltm)
         out["recall_accuracy"] = {d: round(a, 4) for d, a in acc.items()}
     eval_model.train()
     return out
@@ -259,10 +264,10 @@ def stop_unless_finite(loss, what):
 def log_eval(train_loss, tokens_per_s):
     global best_val_loss
     segs = stages[stage_of(iter_num)]
-    record = {"iter": iter_num, "n_seg": segs, "lr": get_lr(iter_num), "train_loss": train_loss,
-              **evaluate(segs), "tokens_per_s": round(tokens_per_s), "elapsed_s": round(time.time() - t_start, 1)}
+    record = {"iter": iter_num, "n_seg": segs, "eval_ltm": model_args["ltm"] if eval_ltm is None else eval_ltm,
+              "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s), "elapsed_s": round(time.time() - t_start, 1)}
     best_val_loss = min(best_val_loss, record["val_loss"])
-    tqdm.write(f"iter {iter_num}: n_seg {segs}, val loss {record['val_loss']:.4f}, by segment "
+    tqdm.write(f"iter {iter_num}: n_seg {segs}{'' if eval_ltm is None else f', ltm {eval_ltm}'}, val loss {record['val_loss']:.4f}, by segment "
                f"{record['val_loss_by_segment']}" + (f", recall accuracy by distance {record['recall_accuracy']}"
                                                      if recall else ""))
     os.makedirs(out_dir, exist_ok=True)
