@@ -154,13 +154,26 @@ def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):
     assert a["iter_num"] == b["iter_num"] == 4
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    # the curriculum: 2 segments per sample for 2 iterations, then 3; answers only, so segment 0 has no loss
+    # the curriculum: 2 segments per sample for 2 iterations, then 3, each evaluation at the n_seg trained just
+    # before it (iteration 2 ends the 2-segment stage); answers only, so segment 0 has no loss
     records = log("straight/log.jsonl")
-    assert [r["n_seg"] for r in records] == [2, 3, 3]
-    assert [len(r["val_loss_by_segment"]) for r in records] == [2, 3, 3]
+    assert [r["n_seg"] for r in records] == [2, 2, 3]
+    assert [len(r["val_loss_by_segment"]) for r in records] == [2, 2, 3]
     assert records[-1]["val_loss_by_segment"][0] is None and all(records[-1]["val_loss_by_segment"][1:])
     assert set(records[-1]["recall_accuracy"]) == {"1", "2"}
     assert [r["train_loss"] for r in records] == [r["train_loss"] for r in log("split/log.jsonl")]
+
+
+def test_a_redirected_log_has_lines_not_a_bar(work, monkeypatch, capsys):
+    """stderr is no terminal here: no progress bar (carriage returns), the parameter count on its own line, then a
+    line per evaluation."""
+    capsys.readouterr()
+    train(monkeypatch, "--max_iters=4", "--eval_interval=2", "--out_dir=out")
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err
+    lines = out.splitlines()
+    assert re.match(r"\d+\.\d\dM parameters; ", lines[0])
+    assert [line.split(":")[0] for line in lines[1:]] == ["iter 0", "iter 2", "iter 4"]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(work, monkeypatch):

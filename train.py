@@ -14,6 +14,7 @@ stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to 
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -263,7 +264,7 @@ def stop_unless_finite(loss, what):
 
 def log_eval(train_loss, tokens_per_s):
     global best_val_loss
-    segs = stages[stage_of(iter_num)]
+    segs = stages[stage_of(max(iter_num - 1, 0))]  # the n_seg just trained: at a stage boundary, the one that ended
     record = {"iter": iter_num, "n_seg": segs, "eval_ltm": model_args["ltm"] if eval_ltm is None else eval_ltm,
               "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s), "elapsed_s": round(time.time() - t_start, 1)}
     best_val_loss = min(best_val_loss, record["val_loss"])
@@ -277,15 +278,16 @@ def log_eval(train_loss, tokens_per_s):
 
 
 t_start = time.time()
-bar = tqdm(total=max_iters, initial=iter_num, disable=not master or eval_only, dynamic_ncols=True)
 if eval_only:
     if master:
         log_eval(None, 0)
     raise SystemExit(0)
-if master:
+if master:  # before the bar starts, on a line of its own
     n_params = raw_model.get_num_params()
     print(f"{n_params / 1e6:.2f}M parameters; curriculum n_seg {stages} x {stage_iters} iterations; "
-          f"{gradient_accumulation_steps * batch_size} samples per iteration")
+          f"{gradient_accumulation_steps * batch_size} samples per iteration", flush=True)
+# no bar in a redirected log (it would be one long line of carriage returns): the evaluation lines show progress
+bar = tqdm(total=max_iters, initial=iter_num, disable=not master or not sys.stderr.isatty(), dynamic_ncols=True)
 train_loss, tokens, t_eval = None, 0, time.time()
 logged = iter_num if init_from == "resume" else -1  # a resumed checkpoint's evaluation is in log.jsonl already
 while True:
