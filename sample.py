@@ -15,7 +15,8 @@ without giving the document again:
     python sample.py --out_dir=out-recall --read=doc.txt --save_memory=mem.pt --num_samples=0
     python sample.py --out_dir=out-recall --load_memory=mem.pt --show_memory=True --max_new_tokens=1 \
         --top_k=1 --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k3'
-    python sample.py --out_dir=out-recall --load_memory=mem.pt --clear_ltm=True ...
+    python sample.py --out_dir=out-recall --load_memory=mem.pt --clear_ltm=True --max_new_tokens=1 --top_k=1 \
+        --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k3'     # or --drop_snapshot=0
 
 (the recall model was trained with questions that close a segment: 13 filler tokens, then "? key")
 
