@@ -266,11 +266,12 @@ def log_eval(train_loss, tokens_per_s):
     global best_val_loss
     segs = stages[stage_of(max(iter_num - 1, 0))]  # the n_seg just trained: at a stage boundary, the one that ended
     record = {"iter": iter_num, "n_seg": segs, "eval_ltm": model_args["ltm"] if eval_ltm is None else eval_ltm,
-              "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s), "elapsed_s": round(time.time() - t_start, 1)}
+              "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s),
+              "elapsed_s": round(time.time() - t_start, 1)}
     best_val_loss = min(best_val_loss, record["val_loss"])
-    tqdm.write(f"iter {iter_num}: n_seg {segs}{'' if eval_ltm is None else f', ltm {eval_ltm}'}, val loss {record['val_loss']:.4f}, by segment "
-               f"{record['val_loss_by_segment']}" + (f", recall accuracy by distance {record['recall_accuracy']}"
-                                                     if recall else ""))
+    tqdm.write(f"iter {iter_num}: n_seg {segs}" + (f", ltm {eval_ltm}" if eval_ltm is not None else "")
+               + f", val loss {record['val_loss']:.4f}, by segment {record['val_loss_by_segment']}"
+               + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
         f.write(json.dumps(record) + "\n")
