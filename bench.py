@@ -298,8 +298,9 @@ def plot(cells, latency, path):
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), "wb")
 
 
-def goal(name, ok, detail):
-    status = "n/a" if ok is None else ("PASS" if ok else "FAIL")
+def goal(name, ok, detail, shape):
+    # the goals are about GPT-2-sized shapes: on the tiny one (--quick, a smoke test of the code paths) none is judged
+    status = "n/a (tiny shapes)" if shape == "tiny" else "n/a" if ok is None else ("PASS" if ok else "FAIL")
     print(f"- {status}: {name} ({detail})")
     return dict(goal=name, status=status, detail=detail)
 
@@ -385,15 +386,15 @@ for name in names:
     a, b = get.get((m, REF)), get[m, cols[-1]]
     goals.append(goal(f"{name}: memoGPT peak memory at {cols[-1]} tokens within 5% of {REF}",
                       abs(b["peak_mb"] / a["peak_mb"] - 1) <= 0.05 if a and cols[-1] > REF else None,
-                      f"{b['peak_mb']:.0f} vs {a['peak_mb']:.0f} MB" if a else f"lengths has no {REF}"))
+                      f"{b['peak_mb']:.0f} vs {a['peak_mb']:.0f} MB" if a else f"lengths has no {REF}", name))
     a, b = lat.get((m, REF)), lat[m, positions[-1]]
     goals.append(goal(f"{name}: memoGPT per-token latency at {positions[-1]} within 1.2x of {REF}",
                       b["ms"] <= 1.2 * a["ms"] if a and positions[-1] > REF else None,
-                      f"{b['ms']:.1f} vs {a['ms']:.1f} ms" if a else f"latency_at has no {REF}"))
+                      f"{b['ms']:.1f} vs {a['ms']:.1f} ms" if a else f"latency_at has no {REF}", name))
     a, b = (next(t for t in training if t["row"] == r) for r in (name, m))
     ratio = b["tokens_per_s"] / a["tokens_per_s"]
     goals.append(goal(f"{name}: memoGPT training tokens/s at least 0.8x the plain GPT at T={a['T']}", ratio >= 0.8,
-                      f"{b['tokens_per_s']:.0f} vs {a['tokens_per_s']:.0f} tokens/s = {ratio:.2f}x"))
+                      f"{b['tokens_per_s']:.0f} vs {a['tokens_per_s']:.0f} tokens/s = {ratio:.2f}x", name))
 
 results = dict(date=str(datetime.date.today()), machine=machine(), torch=torch.__version__, device=device,
                settings=config, random_weights=True, memory=cells, latency=latency, training=training,

@@ -17,8 +17,8 @@ def load_meta(data_dir):
     if not os.path.isfile(path):
         name = os.path.basename(os.path.normpath(data_dir))
         if name not in DATASETS:
-            raise FileNotFoundError(f"no dataset at {data_dir}: python prepare.py --dataset=NAME makes data/NAME, "
-                                    f"for NAME one of {', '.join(DATASETS)}")
+            raise FileNotFoundError(f"no dataset at {data_dir}: make it with python prepare.py --dataset=KIND "
+                                    f"--name={name}, KIND one of {', '.join(DATASETS)}")
         raise FileNotFoundError(f"no dataset at {data_dir}: make it with python prepare.py --dataset={name}")
     with open(path) as f:
         return json.load(f)

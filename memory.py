@@ -70,7 +70,8 @@ class Memory:
         os.replace(tmp, path)
 
     @staticmethod
-    def load(path, model, device="cpu"):
+    def load(path, model, device="cpu", ltm=None):
+        """ltm: the LTM size the memory will be read with (None = the model's): any size fits the same weights."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no memory file at {path}: make one with sample.py --read=DOC --save_memory={path}")
         try:
@@ -83,21 +84,26 @@ class Memory:
             what = "weights" if made_by["shape"] == want["shape"] else f"shape {made_by['shape']}"
             raise ValueError(f"memory file {path} was made by a model with other {what} (this one: {want['shape']}): "
                              "read the document again with this model")
-        cfg, stm, ltm = model.config, state["stm"], state["ltm"]
+        cfg, stm, snapshots = model.config, state["stm"], state["ltm"]
         snapshot = (cfg.n_layer, 2, *stm.shape[:1], cfg.n_head, cfg.mem_len, cfg.n_embd // cfg.n_head)
-        if (stm.dim() != 3 or stm.shape[1:] != (cfg.mem_len, cfg.n_embd) or len(ltm) > cfg.ltm
-                or any(s.shape != snapshot for s in ltm) or len(state["segs"]) != len(ltm)):
-            raise ValueError(f"memory file {path} is damaged: its STM is {tuple(stm.shape)} and it has {len(ltm)} "
-                             f"snapshots, this model needs (B, {cfg.mem_len}, {cfg.n_embd}) and up to {cfg.ltm} of "
-                             f"{snapshot}: read the document again")
-        return Memory(stm, ltm, state["n_seg"], state["segs"])
+        if (stm.dim() != 3 or stm.shape[1:] != (cfg.mem_len, cfg.n_embd)
+                or any(s.shape != snapshot for s in snapshots) or len(state["segs"]) != len(snapshots)):
+            raise ValueError(f"memory file {path} is damaged: its STM is {tuple(stm.shape)} and it has "
+                             f"{len(snapshots)} snapshots, this model needs (B, {cfg.mem_len}, {cfg.n_embd}) and "
+                             f"snapshots of {snapshot}: read the document again")
+        keep = cfg.ltm if ltm is None else ltm
+        if len(snapshots) > keep:
+            raise ValueError(f"memory file {path} holds {len(snapshots)} LTM snapshots, more than the {keep} kept "
+                             f"here: load it with ltm={len(snapshots)} (sample.py --ltm={len(snapshots)})")
+        return Memory(stm, snapshots, state["n_seg"], state["segs"])
 
 
 def model_signature(model):
     """What a memory must match to be read by a model: its shape, and a digest of its memory weights
-    (they change with any training, so a memory from another checkpoint is caught too)."""
+    (they change with any training, so a memory from another checkpoint is caught too). Not the LTM
+    size: it adds no parameters, and can be chosen when the memory is read (Memory.load)."""
     cfg = model.config
-    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "ltm", "seg_len")}
+    shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "seg_len")}
     digest = hashlib.sha1()
     for p in (model.mem_init, model.mem_read, model.mem_write):
         digest.update(p.detach().float().cpu().numpy().tobytes())

@@ -5,11 +5,12 @@ Prepare a dataset as uint16 token shards for train.py.
     python prepare.py --dataset=fineweb                      # FineWeb-edu sample-10BT, streamed
     python prepare.py --dataset=text --input='books/*.txt'   # your own files, one file = one document
     python prepare.py --dataset=recall                       # synthetic long-range recall, offline, seconds
+    python prepare.py --dataset=recall --name=recall_long --n_seg=32   # a second set, beside data/recall/
 
-Output: data/<dataset>/train_000.bin, ..., val_000.bin, ... and meta.json, written last: a directory
-is complete iff it holds meta.json. Read a shard with np.memmap(path, dtype=np.uint16, mode="r");
-every document ends with the end-of-text token meta["eot"]. Train and val are split by document.
-Other scripts use gpt2_encoding() and get_tokenizer(meta) from here.
+Output: data/<dataset>/ (data/<name>/ with --name): train_000.bin, ..., val_000.bin, ... and meta.json,
+written last: a directory is complete iff it holds meta.json. Read a shard with
+np.memmap(path, dtype=np.uint16, mode="r"); every document ends with the end-of-text token meta["eot"].
+Train and val are split by document. Other scripts use gpt2_encoding() and get_tokenizer(meta) from here.
 """
 import collections
 import difflib
@@ -35,9 +36,10 @@ from configurator import configure, override
 # -----------------------------------------------------------------------------
 # default config values, override on the command line with --key=value
 dataset = "openwebtext"  # openwebtext | fineweb | text | recall
-data_dir = "data"  # output goes to data_dir/dataset/
+data_dir = "data"  # output goes to data_dir/name/
+name = ""  # "" = the dataset's own name; another name keeps a second set of the same kind beside the first
 shard_size = 100_000_000  # tokens per shard
-force = False  # redo even if data_dir/dataset/meta.json says it is prepared already
+force = False  # redo even if data_dir/name/meta.json says it is prepared already
 num_proc = max(1, (os.cpu_count() or 1) // 2)  # tokenizer processes
 # openwebtext, fineweb, text
 val_fraction = 0.0005  # share of documents that go to val (every 1/val_fraction-th, the first one too)
@@ -429,9 +431,9 @@ def make_recall(cfg, out_dir):
 # -----------------------------------------------------------------------------
 
 def prepare(**overrides):
-    """Prepare data_dir/dataset (see the settings above); returns its meta.json as a dict."""
+    """Prepare data_dir/name (see the settings above); returns its meta.json as a dict."""
     cfg = resolve(overrides)
-    out_dir = os.path.join(cfg["data_dir"], cfg["dataset"])
+    out_dir = os.path.join(cfg["data_dir"], cfg["name"] or cfg["dataset"])
     meta_path = os.path.join(out_dir, "meta.json")
     recall = cfg["dataset"] == "recall"
     settings = {k: cfg[k] for k in (RECALL_SETTINGS if recall else TEXT_SETTINGS)}

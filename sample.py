@@ -4,6 +4,7 @@ Sample from a trained memoGPT (out_dir/ckpt.pt) or a pretrained GPT-2, printing 
     python sample.py --out_dir=out-recall --start='f1 f2 ? k3'
     python sample.py --init_from=gpt2 --start=FILE:prompt.txt --num_samples=3
     python sample.py --init_from=gpt2 --mem_len=32 --ltm=4 --seg_len=64   # GPT-2 with (untrained) memory
+    python sample.py --out_dir=out-recall --ltm=8 --start='f1 f2 ? k3'    # more LTM snapshots than trained
 
 Generation streams (model.generate_stream): a memoGPT carries a fixed-size memory from segment
 to segment, so its state does not grow with the number of tokens generated.
@@ -14,13 +15,15 @@ without giving the document again:
     python sample.py --out_dir=out-recall --read=doc.txt --save_memory=mem.pt --num_samples=0
     python sample.py --out_dir=out-recall --load_memory=mem.pt --show_memory=True --max_new_tokens=1 \
         --top_k=1 --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k3'
-    python sample.py --out_dir=out-recall --load_memory=mem.pt --clear_ltm=True ...
+    python sample.py --out_dir=out-recall --load_memory=mem.pt --clear_ltm=True --max_new_tokens=1 --top_k=1 \
+        --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k3'     # or --drop_snapshot=0
 
 (the recall model was trained with questions that close a segment: 13 filler tokens, then "? key")
 
 Memory holds complete segments only, so --read pads a partial last segment with the end-of-text
 token: the whole document is in memory and none of it is left in the prompt. The order is: load,
 read, edit (--clear_ltm, --drop_snapshot), save, show, then every sample starts from that memory.
+--ltm holds for all of them: a memory read with --ltm=8 keeps up to 8 snapshots, and loads with --ltm=8.
 """
 import os
 import sys
@@ -44,9 +47,10 @@ top_k = 200              # keep only the top_k most likely tokens; 1 = greedy; N
 seed = 1337
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.cuda.is_available() else "float32"
+threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 # memory of a pretrained GPT-2 (--init_from=gpt2*); None = plain GPT-2 (a checkpoint keeps its own)
 mem_len = None
-ltm = None
+ltm = None               # also for a checkpoint: the LTM snapshots kept (None = as trained; it adds no parameters)
 seg_len = None
 # controllable memory (memoGPT only)
 read = ""                # a text file to read into memory before generating
@@ -56,6 +60,8 @@ clear_ltm = False        # forget the long-term memory snapshots (the short-term
 drop_snapshot = None     # forget one snapshot: 0 = oldest, -1 = newest
 show_memory = False      # print what the memory holds: per snapshot its segment and norms, the STM norm
 config = configure(globals())
+if threads:
+    torch.set_num_threads(threads)
 
 
 def read_text(path, what):
@@ -103,9 +109,12 @@ ctx = nullcontext() if device_type == "cpu" else torch.amp.autocast(device_type=
 
 # model and tokenizer
 overrides = {k: v for k, v in dict(mem_len=mem_len, ltm=ltm, seg_len=seg_len).items() if v is not None}
-if init_from == "resume" and overrides:
-    raise SystemExit(f"--{next(iter(overrides))} sets the memory of a pretrained GPT-2 (--init_from=gpt2*); "
-                     "a checkpoint keeps the memory it was trained with")
+fixed = [k for k in ("mem_len", "seg_len") if k in overrides]  # not ltm: it adds no parameters
+if init_from == "resume" and fixed:
+    raise SystemExit(f"--{fixed[0]} sets the memory of a pretrained GPT-2 (--init_from=gpt2*); a checkpoint keeps "
+                     "the memory it was trained with (only --ltm may change: it adds no parameters)")
+if ltm is not None and (type(ltm) is not int or ltm < 0):
+    raise SystemExit(f"--ltm={ltm!r}: the LTM snapshots to keep, an int >= 0")
 try:
     if init_from == "resume":
         model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, "ckpt.pt"), device)
@@ -120,7 +129,7 @@ model.eval()
 encode, decode = get_tokenizer(meta)
 cfg = model.config
 
-memory_options = dict(read=read, load_memory=load_memory, save_memory=save_memory, clear_ltm=clear_ltm,
+memory_options = dict(ltm=ltm, read=read, load_memory=load_memory, save_memory=save_memory, clear_ltm=clear_ltm,
                       drop_snapshot=drop_snapshot, show_memory=show_memory)
 asked = [f"--{k}" for k, v in memory_options.items() if v not in ("", None) and v is not False]
 if asked and cfg.mem_len == 0:
@@ -146,7 +155,7 @@ mem = model.empty_memory(1) if asked else None  # None: each sample starts from 
 with torch.no_grad(), ctx:
     if load_memory:
         try:
-            mem = Memory.load(load_memory, model, device)
+            mem = Memory.load(load_memory, model, device, ltm)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(str(e)) from None
     if read:
@@ -156,7 +165,7 @@ with torch.no_grad(), ctx:
         pad = -len(ids) % cfg.seg_len
         x = torch.tensor(ids + [meta["eot"]] * pad, dtype=torch.long, device=device)[None]
         for i in tqdm(range(0, x.size(1), cfg.seg_len), desc=f"reading {read}", unit="segment"):
-            _, _, mem = model(x[:, i:i + cfg.seg_len], mem=mem)
+            _, _, mem = model(x[:, i:i + cfg.seg_len], mem=mem, ltm=ltm)
         print(f"read {len(ids)} tokens of {read} into memory ({x.size(1) // cfg.seg_len} segments, "
               f"the last padded with {pad} end-of-text tokens)", file=sys.stderr)
     if clear_ltm:
@@ -178,7 +187,7 @@ torch.manual_seed(seed)  # again: the draws do not depend on what ran before
 with torch.no_grad(), ctx:
     for _ in range(num_samples):
         idx = torch.tensor(start_ids, dtype=torch.long, device=device)[None]
-        stream = Stream(model, 1, mem)
+        stream = Stream(model, 1, mem, ltm)
         print(decode(prompt_ids), end="", flush=True)
         new = model.generate_stream(idx, max_new_tokens, temperature, top_k, stream, meta["vocab_size"])
         for piece in pieces((t.item() for t in new), prompt_ids):

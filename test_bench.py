@@ -67,8 +67,10 @@ def test_latency_training_and_goals(quick):
     assert all(0 < t["ms"] <= t["max_ms"] for t in results["latency"])
     assert [t["row"] for t in results["training"]] == ["tiny", "tiny+mem"]
     assert all(t["tokens_per_s"] > 0 and t["T"] == 128 for t in results["training"])
-    goals = [line for line in stdout.splitlines() if line.startswith(("- PASS", "- FAIL"))]
-    assert len(goals) == len(results["goals"]) == 3
+    # the goals are about GPT-2-sized shapes: on tiny ones none passes or fails
+    goals = [line for line in stdout.splitlines() if line.startswith("- n/a (tiny shapes): ")]
+    assert len(goals) == len(results["goals"]) == 3 and "FAIL" not in stdout
+    assert all(g["status"] == "n/a (tiny shapes)" for g in results["goals"])
     assert "memoGPT peak memory at 4096 tokens within 5% of 1024" in goals[0]
     assert "| GPT-2 Medium | 1416 | 1447 | 1508 | 1629 | 1874 |" in stdout  # the paper's figures beside ours
     assert os.path.basename(results["settings"]["out_dir"]) == "out"

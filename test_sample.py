@@ -77,9 +77,9 @@ def run(*args):
         sys.argv = argv
 
 
-def greedy(model, n, mem=None, prompt=PROMPT):
+def greedy(model, n, mem=None, prompt=PROMPT, ltm=None):
     idx = torch.tensor([encode(prompt)])
-    return decode(model.generate(idx, n, top_k=1, mem=mem)[0].tolist())
+    return decode(model.generate(idx, n, top_k=1, mem=mem, ltm=ltm)[0].tolist())
 
 
 def test_prints_what_generate_makes(out, capsys):
@@ -92,6 +92,14 @@ def test_prints_what_generate_makes(out, capsys):
     samples = [decode(model.generate(idx, n, temperature=1.0)[0].tolist()) for _ in range(2)]
     assert samples[0] != samples[1]
     assert capsys.readouterr().out == samples[0] + SEP + samples[1] + SEP
+
+
+def test_threads_setting(out, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    run(f"--out_dir={out[0]}", "--num_samples=0")
+    run(f"--out_dir={out[0]}", "--num_samples=0", "--threads=1")
+    assert calls == [1]
 
 
 def test_never_samples_a_padded_id(tmp_path, capsys):
@@ -179,6 +187,28 @@ def test_read_save_load_edit_memory(out, tmp_path, capsys):
     assert dropped.n_seg == 4 and len(dropped.ltm) == 1 and torch.equal(dropped.ltm[0], saved.ltm[1])
 
 
+def test_ltm_for_a_checkpoint(out, tmp_path, capsys):
+    """--ltm keeps another number of snapshots with the checkpoint's weights (it adds no parameters): reading,
+    saving, loading and generating all use it."""
+    out_dir, model, doc = out
+    common = (f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=1", f"--max_new_tokens={2 * S}", "--top_k=1")
+    mem_file = tmp_path / "mem.pt"
+    x = torch.tensor([doc + [META["eot"]] * (S - 3)])
+    mem = model(x, ltm=4)[2]
+    assert len(mem.ltm) == 4
+    with_4 = greedy(model, 2 * S, mem, ltm=4)
+    assert with_4 != greedy(model, 2 * S, model(x)[2])  # the case this test is about: the trained ltm=2 differs
+
+    run(*common, "--ltm=4", f"--read={out_dir}/doc.txt", f"--save_memory={mem_file}")
+    assert capsys.readouterr().out == with_4 + SEP
+    run(*common, "--ltm=4", f"--load_memory={mem_file}")
+    assert capsys.readouterr().out == with_4 + SEP
+    with pytest.raises(SystemExit) as e:
+        run(*common, f"--load_memory={mem_file}")
+    assert str(e.value) == (f"memory file {mem_file} holds 4 LTM snapshots, more than the 2 kept here: load it with "
+                            "ltm=4 (sample.py --ltm=4)")
+
+
 def test_clear_errors(out, tmp_path):
     out_dir, model, _ = out
     tiny(mem_len=2).empty_memory(1).save(tmp_path / "other.pt", tiny(mem_len=2))
@@ -213,7 +243,9 @@ def test_clear_errors(out, tmp_path):
         ([f"--out_dir={out_dir}", "--start=hello"], "'hello' is not a recall token"),
         ([f"--out_dir={plain}", f"--read={out_dir}/doc.txt"], "--read: this model is a plain GPT"),
         ([f"--out_dir={out_dir}", "--drop_snapshot=5", "--num_samples=0"], "the memory has 0 snapshots"),
-        ([f"--out_dir={out_dir}", "--mem_len=8"], "a checkpoint keeps the memory it was trained with"),
+        ([f"--out_dir={out_dir}", "--mem_len=8"], "a checkpoint keeps the memory it was trained with (only --ltm"),
+        ([f"--out_dir={out_dir}", "--ltm=-1"], "--ltm=-1: the LTM snapshots to keep, an int >= 0"),
+        ([f"--out_dir={plain}", "--ltm=4"], "--ltm: this model is a plain GPT"),
         ([f"--out_dir={out_dir}", f"--start={PROMPT}", "--temperature=0"], "need --temperature > 0"),
     ]
     for args, message in cases:

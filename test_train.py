@@ -78,14 +78,38 @@ def test_config_file_with_a_syntax_error_is_named(tmp_path):
     ("--eval_interval=0", "--eval_interval=0: must be >= 1"),
     ("--eval_iters=0", "--eval_iters=0: must be >= 1"),
     ("--gradient_accumulation_steps=0", "--gradient_accumulation_steps=0: must be >= 1"),
-    ("--dataset=nosuch", "no dataset at data/nosuch: python prepare.py --dataset=NAME makes data/NAME, for NAME one "
-                         "of openwebtext, fineweb, text, recall"),
+    ("--eval_ltm=-1", "--eval_ltm=-1: the LTM snapshots kept at evaluation, an int >= 0, for a model with memory"),
+    ("--dataset=nosuch", "no dataset at data/nosuch: make it with python prepare.py --dataset=KIND --name=nosuch, "
+                         "KIND one of openwebtext, fineweb, text, recall"),
 ])
 def test_bad_settings_stop_with_one_line(work, monkeypatch, arg, message):
     with pytest.raises(SystemExit) as e:
         train(monkeypatch, arg, "--out_dir=out")
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not os.path.exists("out")
+
+
+@pytest.mark.parametrize("threads, set_to", [(0, []), (1, [1])])
+def test_threads_setting(work, monkeypatch, threads, set_to):
+    """0 keeps torch's default; 1 is for cores shared with other processes."""
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    train(monkeypatch, f"--threads={threads}", "--max_iters=0", "--out_dir=out")
+    assert calls == set_to
+
+
+def test_a_second_set_of_the_same_kind_beside_the_first(work, monkeypatch):
+    """prepare.py --name writes data/<name>/ and leaves data/recall/ as it was; train.py --dataset=<name> reads it."""
+    default = work.path / "data" / "recall"
+    before = {p.name: p.read_bytes() for p in default.iterdir()}
+    prepare(data_dir="data", dataset="recall", name="recall_long", seg_len=SEG, n_seg=NSEG + 2, n_facts=2, n_keys=4,
+            n_values=4, n_filler=3, n_train=64, n_val=16)
+    assert {p.name: p.read_bytes() for p in default.iterdir()} == before
+    train(monkeypatch, "--dataset=recall_long", f"--n_seg={NSEG + 2}", "--max_iters=2", "--eval_interval=2",
+          "--out_dir=long")
+    record = log("long/log.jsonl")[-1]
+    assert len(record["val_loss_by_segment"]) == NSEG + 2
+    assert max(map(int, record["recall_accuracy"])) > NSEG - 1  # distances data/recall/ does not have
 
 
 def test_resume_refuses_what_it_cannot_change(work, monkeypatch):
@@ -102,6 +126,24 @@ def test_resume_refuses_what_it_cannot_change(work, monkeypatch):
     assert str(e.value).startswith("out/ckpt.pt is not a readable checkpoint (EOFError") and "\n" not in str(e.value)
 
 
+def test_eval_ltm_evaluates_with_another_ltm_size(work, monkeypatch):
+    """The same weights with K snapshots (trained with 1): segment 1 reads one snapshot whenever K >= 1, so K=1 and
+    K=3 part only from segment 2 on; each record says which K it used."""
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    for k in ("None", "0", "3"):
+        with pytest.raises(SystemExit) as e:
+            train(monkeypatch, "--out_dir=out", "--init_from=resume", "--eval_only=True", f"--eval_ltm={k}")
+        assert e.value.code == 0
+    trained, as_trained, k0, k3 = log("out/log.jsonl")[-4:]
+    assert [r["eval_ltm"] for r in (trained, as_trained, k0, k3)] == [1, 1, 0, 3]
+    assert as_trained["val_loss_by_segment"] == trained["val_loss_by_segment"]
+    assert k0["val_loss_by_segment"][1] != trained["val_loss_by_segment"][1]
+    assert k3["val_loss_by_segment"][1] == trained["val_loss_by_segment"][1]
+    assert k3["val_loss_by_segment"][2] != trained["val_loss_by_segment"][2]
+    with pytest.raises(SystemExit, match="drop these settings \\(--eval_ltm evaluates it with another LTM size\\)"):
+        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--ltm=3")
+
+
 def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):
     common = ["--curriculum=(2,)", "--stage_iters=2", "--eval_interval=2"]
     train(monkeypatch, *common, "--max_iters=4", "--out_dir=straight")
@@ -113,13 +155,26 @@ def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):
     assert a["iter_num"] == b["iter_num"] == 4
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
-    # the curriculum: 2 segments per sample for 2 iterations, then 3; answers only, so segment 0 has no loss
+    # the curriculum: 2 segments per sample for 2 iterations, then 3, each evaluation at the n_seg trained just
+    # before it (iteration 2 ends the 2-segment stage); answers only, so segment 0 has no loss
     records = log("straight/log.jsonl")
-    assert [r["n_seg"] for r in records] == [2, 3, 3]
-    assert [len(r["val_loss_by_segment"]) for r in records] == [2, 3, 3]
+    assert [r["n_seg"] for r in records] == [2, 2, 3]
+    assert [len(r["val_loss_by_segment"]) for r in records] == [2, 2, 3]
     assert records[-1]["val_loss_by_segment"][0] is None and all(records[-1]["val_loss_by_segment"][1:])
     assert set(records[-1]["recall_accuracy"]) == {"1", "2"}
     assert [r["train_loss"] for r in records] == [r["train_loss"] for r in log("split/log.jsonl")]
+
+
+def test_a_redirected_log_has_lines_not_a_bar(work, monkeypatch, capsys):
+    """stderr is no terminal here: no progress bar (carriage returns), the parameter count on its own line, then a
+    line per evaluation."""
+    capsys.readouterr()
+    train(monkeypatch, "--max_iters=4", "--eval_interval=2", "--out_dir=out")
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err
+    lines = out.splitlines()
+    assert re.match(r"\d+\.\d\dM parameters; ", lines[0])
+    assert [line.split(":")[0] for line in lines[1:]] == ["iter 0", "iter 2", "iter 4"]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(work, monkeypatch):

@@ -14,6 +14,7 @@ stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to 
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -35,10 +36,11 @@ out_dir = "out"
 eval_interval = 250      # iterations between evaluations (each also writes out_dir/ckpt.pt)
 eval_iters = 20          # val batches for the val loss
 recall_samples = 500     # recall set: val samples scored for accuracy by distance
+eval_ltm = None          # LTM snapshots kept at evaluation; None = as trained (the LTM adds no parameters)
 eval_only = False        # evaluate once and exit
 init_from = "scratch"    # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, ... | a local HF directory
 # data
-dataset = "openwebtext"  # data/<dataset>/, made by prepare.py
+dataset = "openwebtext"  # data/<dataset>/, made by prepare.py --dataset=<dataset> (or --name=<dataset>)
 gradient_accumulation_steps = 1  # over all processes: each of N DDP processes does 1/N of them
 batch_size = 8           # samples per micro-step
 seg_len = 1024           # tokens per segment
@@ -71,10 +73,14 @@ decay_lr = True
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.cuda.is_available() else "float32"
 compile = False          # torch.compile the model
+threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
+                         # (two threads then stall each other at every op)
 seed = 1337
 MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn")
 model_defaults = {k: globals()[k] for k in MODEL_SETTINGS}
 config = configure(globals())
+if threads:
+    torch.set_num_threads(threads)
 
 # DDP under torchrun: NCCL between GPUs, gloo between CPU processes
 ddp = int(os.environ.get("RANK", -1)) != -1
@@ -142,8 +148,12 @@ if init_from != "scratch":  # the loaded model keeps its shape: settings asking 
         raise SystemExit(f"{' '.join(f'--{k}={config[k]}' for k in ignored)}: "
                          f"{ckpt_path if init_from == 'resume' else init_from} has "
                          f"{', '.join(f'{k}={model_args[k]}' for k in ignored)}, and --init_from={init_from} "
-                         "keeps the model it loads: drop these settings")
+                         "keeps the model it loads: drop these settings"
+                         + (" (--eval_ltm evaluates it with another LTM size)" if "ltm" in ignored else ""))
     config.update({k: model_args[k] for k in MODEL_SETTINGS})  # so the checkpoint's config says what was trained
+if eval_ltm is not None and not (type(eval_ltm) is int and eval_ltm >= 0 and model.config.mem_len > 0):
+    raise SystemExit(f"--eval_ltm={eval_ltm!r}: the LTM snapshots kept at evaluation, an int >= 0, for a model with "
+                     f"memory (this one has mem_len={model.config.mem_len})")
 if model.config.mem_len > 0 and model.config.seg_len != seg_len:
     raise SystemExit(f"the {init_from} model reads segments of {model.config.seg_len} tokens: "
                      f"pass --seg_len={model.config.seg_len}")
@@ -212,13 +222,13 @@ def evaluate(segs):
     for _ in range(eval_iters):
         x, y = get_batch(rng, val_data, batch_size, segs)
         with ctx:
-            s, c = segment_loss_sums(eval_model, x, y, seg_len)
+            s, c = segment_loss_sums(eval_model, x, y, seg_len, ltm=eval_ltm)
         sums, counts = sums + s, counts + c
     out = {"val_loss": (sums.sum() / counts.sum()).item(),
            "val_loss_by_segment": [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]}
     if recall:
         with ctx:
-            acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device)
+            acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device, ltm=eval_ltm)
         out["recall_accuracy"] = {d: round(a, 4) for d, a in acc.items()}
     eval_model.train()
     return out
@@ -254,13 +264,14 @@ def stop_unless_finite(loss, what):
 
 def log_eval(train_loss, tokens_per_s):
     global best_val_loss
-    segs = stages[stage_of(iter_num)]
-    record = {"iter": iter_num, "n_seg": segs, "lr": get_lr(iter_num), "train_loss": train_loss,
-              **evaluate(segs), "tokens_per_s": round(tokens_per_s), "elapsed_s": round(time.time() - t_start, 1)}
+    segs = stages[stage_of(max(iter_num - 1, 0))]  # the n_seg just trained: at a stage boundary, the one that ended
+    record = {"iter": iter_num, "n_seg": segs, "eval_ltm": model_args["ltm"] if eval_ltm is None else eval_ltm,
+              "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s),
+              "elapsed_s": round(time.time() - t_start, 1)}
     best_val_loss = min(best_val_loss, record["val_loss"])
-    tqdm.write(f"iter {iter_num}: n_seg {segs}, val loss {record['val_loss']:.4f}, by segment "
-               f"{record['val_loss_by_segment']}" + (f", recall accuracy by distance {record['recall_accuracy']}"
-                                                     if recall else ""))
+    tqdm.write(f"iter {iter_num}: n_seg {segs}" + (f", ltm {eval_ltm}" if eval_ltm is not None else "")
+               + f", val loss {record['val_loss']:.4f}, by segment {record['val_loss_by_segment']}"
+               + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
         f.write(json.dumps(record) + "\n")
@@ -268,15 +279,16 @@ def log_eval(train_loss, tokens_per_s):
 
 
 t_start = time.time()
-bar = tqdm(total=max_iters, initial=iter_num, disable=not master or eval_only, dynamic_ncols=True)
 if eval_only:
     if master:
         log_eval(None, 0)
     raise SystemExit(0)
-if master:
+if master:  # before the bar starts, on a line of its own
     n_params = raw_model.get_num_params()
     print(f"{n_params / 1e6:.2f}M parameters; curriculum n_seg {stages} x {stage_iters} iterations; "
-          f"{gradient_accumulation_steps * batch_size} samples per iteration")
+          f"{gradient_accumulation_steps * batch_size} samples per iteration", flush=True)
+# no bar in a redirected log (it would be one long line of carriage returns): the evaluation lines show progress
+bar = tqdm(total=max_iters, initial=iter_num, disable=not master or not sys.stderr.isatty(), dynamic_ncols=True)
 train_loss, tokens, t_eval = None, 0, time.time()
 logged = iter_num if init_from == "resume" else -1  # a resumed checkpoint's evaluation is in log.jsonl already
 while True:
