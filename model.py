@@ -149,19 +149,25 @@ class GPT(nn.Module):
             # the next STM is ln_mem(final hidden state of W): normalised, so it stays bounded
             # over any number of segments, and its own LayerNorm leaves ln_f to the LM head
             self.ln_mem = LayerNorm(C, bias=config.bias)
+        # GPT-2 starts every weight at std 0.02, right for its 768 dims; we scale that with the width,
+        # 0.02 * sqrt(768 / n_embd), so attention logits start with GPT-2's spread at any width. With a
+        # flat 0.02 a 128-wide model starts with near-uniform attention: on the 4-fact recall set it then
+        # stayed at 0.33 exact answers after 1500 steps even with all facts in its window (1.00 with this
+        # init), and its memory slots all read the same blend of the segment
+        self.init_std = 0.02 * math.sqrt(768 / config.n_embd)
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():  # GPT-2: scaled init of the residual projections
             if pn.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                torch.nn.init.normal_(p, mean=0.0, std=self.init_std / math.sqrt(2 * config.n_layer))
         self._init_memory()
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=self.init_std)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=self.init_std)
 
     @torch.no_grad()
     def _init_memory(self):
