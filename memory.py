@@ -7,8 +7,10 @@ One segment of S tokens goes through the block stack as one sequence of rows:
     [ R : M read slots ][ X : the segment's tokens ][ W : M write slots ]
 
 R and W both start from the current short-term memory (STM) plus a learned per-slot
-embedding. The final hidden states of W become the next STM; each layer's keys/values of
-W are pushed as a snapshot into the long-term memory (LTM), a FIFO of the last K segments.
+embedding; write slot j also starts from the mean of the j-th of M equal parts of the
+segment. The final hidden states of W, through a LayerNorm, are the new write; a learned
+gate per slot keeps the old STM or takes the write. Each layer's keys/values of W are
+pushed as a snapshot into the long-term memory (LTM), a FIFO of the last K segments.
 Later segments attend to the LTM snapshots at every layer: they add keys, never queries.
 """
 import functools

@@ -4,8 +4,8 @@ memoGPT: GPT-2 with implicit memory (the memory state and mask live in memory.py
 mem_len == 0 is plain GPT-2 (HF parameter names, so pretrained weights map 1:1).
 mem_len > 0 reads the input segment by segment; each segment is laid out as
 [ R read slots | tokens | W write slots ] (see memory.py), the write slots' final states
-become the next short-term memory (STM), and their keys/values go into a FIFO long-term
-memory (LTM) that later segments attend to. Memory rows use their own FFN (dual FFN).
+are gated into the next short-term memory (STM), and their keys/values go into a FIFO
+long-term memory (LTM) that later segments attend to. Memory rows use their own FFN (dual FFN).
 Training, evaluation and streaming (Stream, at the end) all go through GPT.segment_step.
 """
 import inspect
@@ -146,9 +146,10 @@ class GPT(nn.Module):
             self.mem_init = nn.Parameter(torch.zeros(M, C))   # m_0, the STM before anything was read
             self.mem_read = nn.Parameter(torch.zeros(M, C))   # per-slot embedding of R
             self.mem_write = nn.Parameter(torch.zeros(M, C))  # per-slot embedding of W
-            # the next STM is ln_mem(final hidden state of W): normalised, so it stays bounded
+            # the STM is written as ln_mem(final hidden state of W): normalised, so it stays bounded
             # over any number of segments, and its own LayerNorm leaves ln_f to the LM head
             self.ln_mem = LayerNorm(C, bias=config.bias)
+            self.mem_gate = nn.Linear(C, 1)  # per slot: keep the STM, or take the new write
         # GPT-2 starts every weight at std 0.02, right for its 768 dims; we scale that with the width,
         # 0.02 * sqrt(768 / n_embd), so attention logits start with GPT-2's spread at any width. With a
         # flat 0.02 a 128-wide model starts with near-uniform attention: on the 4-fact recall set it then
@@ -178,6 +179,8 @@ class GPT(nn.Module):
         for p in (self.mem_init, self.mem_read, self.mem_write):
             torch.nn.init.normal_(p, mean=0.0, std=scale)
         self.ln_mem.weight.fill_(scale)
+        torch.nn.init.zeros_(self.mem_gate.weight)  # keep half, take half, until trained
+        torch.nn.init.zeros_(self.mem_gate.bias)
 
     def get_num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())
@@ -187,7 +190,7 @@ class GPT(nn.Module):
         """The memory before anything was read: STM = m_0, no LTM snapshots."""
         return Memory(self.mem_init.expand(batch_size, -1, -1), [], 0)
 
-    def segment_step(self, tok_emb, mem=None, past=None, pos=0, read=False, write=False, ltm=None):
+    def segment_step(self, tok_emb, mem=None, past=None, pos=0, read=False, write=False, ltm=None, seg_emb=None):
         """
         The one step every reading goes through: new rows of a segment, through the block stack, against the
         keys/values `past` the segment holds so far. The rows are
@@ -196,20 +199,26 @@ class GPT(nn.Module):
 
         training reads a whole segment at once (read and write, past = the LTM); streaming reads R when a
         segment begins (past = the LTM), then token chunks, then W when the segment is full (past = the
-        cache); the plain GPT reads tokens only. Who attends to what is segment_mask (memory.py).
+        cache, seg_emb = the whole segment's token embeddings); the plain GPT reads tokens only. Who attends
+        to what is segment_mask (memory.py).
         tok_emb (B, t, C) token embeddings, t >= 0; past: per layer (2, B, nh, P, hs), or None.
-        Returns the tokens' hidden states (B, t, C), the new rows' per-layer (k, v), and the memory:
-        after write, STM = ln_mem(W's final states) and W's keys/values pushed into the LTM (ltm kept,
-        None = config.ltm); else mem unchanged.
+        Returns the tokens' hidden states (B, t, C), the new rows' per-layer (k, v), and the memory (after
+        write: updated, W's keys/values pushed into the LTM, ltm of them kept, None = config.ltm; else as it was).
         """
         B, t, C = tok_emb.size()
         M = self.config.mem_len
         n_read, n_write = (M if read else 0), (M if write else 0)
         positions = torch.arange(pos, pos + t, dtype=torch.long, device=tok_emb.device)
-        rows = [mem.stm + self.mem_read] if read else []
-        rows.append(tok_emb + self.transformer.wpe(positions))
+        tok = tok_emb + self.transformer.wpe(positions)
+        rows = [mem.stm + self.mem_read, tok] if read else [tok]
         if write:
-            rows.append(mem.stm + self.mem_write)
+            # write slot j starts from the STM, its own embedding, and the mean of the j-th of M equal parts
+            # of the segment: every slot begins with a part of its own (a fact and its value, side by side,
+            # land in one slot), and attention adds what else it keeps. Started from the STM alone, all
+            # slots read the same blend of the segment (cosine 0.85 between slots) and held no key-value pair
+            seg = tok if seg_emb is None else seg_emb + self.transformer.wpe(torch.arange(seg_emb.size(1),
+                                                                                          device=seg_emb.device))
+            rows.append(mem.stm + self.mem_write + F.adaptive_avg_pool1d(seg.transpose(1, 2), M).transpose(1, 2))
         x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, n_read + t + n_write, C)
         n_past = 0 if past is None else past[0].size(-2)
         if n_read == n_write == 0 and (n_past == 0 or t == 1):
@@ -220,9 +229,14 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x, kv = block(x, None if past is None else past[i], mask, is_causal, (n_read, n_write))
             kvs.append(kv)
-        if write:  # each layer's keys/values of W: (n_layer, 2, B, nh, M, hs)
-            snapshot = torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])
-            mem = mem.push(self.ln_mem(x[:, -M:]), snapshot, self.config.ltm if ltm is None else ltm)
+        if write:
+            h = x[:, -M:]  # W's final states (B, M, C)
+            # each slot keeps its STM or takes what W wrote, by a learned gate (GRU-like): a fact written
+            # once survives segments of filler. Both sides are bounded, so is their mix, over any length
+            keep = torch.sigmoid(self.mem_gate(h))  # (B, M, 1)
+            stm = keep * mem.stm + (1 - keep) * self.ln_mem(h)
+            snapshot = torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])  # W's per layer
+            mem = mem.push(stm, snapshot, self.config.ltm if ltm is None else ltm)
         return x[:, n_read:n_read + t], kvs, mem
 
     def forward(self, idx, targets=None, mem=None, bptt=0, ltm=None):
@@ -378,10 +392,11 @@ def read_samples(model, x, y, seg_len, carry=True, bptt=0, ltm=None):
 class Stream:
     """
     Streaming inference state. memoGPT: the memory plus a KV cache of the current segment,
-    [ LTM | R | tokens so far ], at most K*M + M + S keys; when the segment is full the W rows
-    run against that cache, the memory is updated and the cache restarts. Its size does not
-    grow with the number of tokens. Plain GPT: a KV cache that slides by half a window when
-    it reaches block_size (the tokens it keeps are recomputed; older ones are forgotten).
+    [ LTM | R | tokens so far ], at most K*M + M + S keys, and the segment's token ids (the write
+    slots start from them); when the segment is full the W rows run against that cache, the memory
+    is updated and the cache restarts. Its size does not grow with the number of tokens. Plain GPT:
+    a KV cache that slides by half a window when it reaches block_size (the tokens it keeps are
+    recomputed; older ones are forgotten).
     Every step goes through GPT.segment_step, as training does.
     """
 
@@ -391,7 +406,7 @@ class Stream:
         self.mem = None
         self.cache = None    # per layer (2, B, nh, n, hs): the keys/values new rows attend to
         self.pos = 0         # tokens in the current segment (memoGPT) / window (plain GPT)
-        self.window = None   # plain GPT: the tokens in the cache, to recompute when it slides
+        self.tokens = None   # their ids: for the write slots (memoGPT), to recompute when it slides (plain GPT)
         if self.cfg.mem_len > 0:
             self.mem = model.empty_memory(batch_size) if mem is None else mem
             self._begin_segment()
@@ -399,12 +414,14 @@ class Stream:
     def nbytes(self):
         """Bytes of state carried from token to token (memory + cache)."""
         cache = sum(t.numel() * t.element_size() for t in self.cache or [])
-        window = 0 if self.window is None else self.window.numel() * self.window.element_size()
-        return cache + window + (self.mem.nbytes() if self.mem is not None else 0)
+        tokens = 0 if self.tokens is None else self.tokens.numel() * self.tokens.element_size()
+        return cache + tokens + (self.mem.nbytes() if self.mem is not None else 0)
 
     def _step(self, tok_emb, read=False, write=False):
         """Tokens (maybe none) and the read or write slots through segment_step; the cache keeps their keys."""
-        x, kvs, self.mem = self.model.segment_step(tok_emb, self.mem, self.cache, self.pos, read, write, self.ltm)
+        seg_emb = self.model.transformer.wte(self.tokens) if write else None
+        x, kvs, self.mem = self.model.segment_step(tok_emb, self.mem, self.cache, self.pos, read, write, self.ltm,
+                                                   seg_emb)
         new = [torch.stack(kv) for kv in kvs]
         self.cache = new if self.cache is None else [torch.cat((c, n), dim=3) for c, n in zip(self.cache, new)]
         self.pos += tok_emb.size(1)
@@ -413,7 +430,7 @@ class Stream:
     def _begin_segment(self):
         """A segment's cache starts as the LTM, then the read slots (they see the LTM and each other)."""
         ltm = self.mem.ltm_kv()
-        self.cache, self.pos = (None if ltm is None else list(ltm)), 0
+        self.cache, self.pos, self.tokens = (None if ltm is None else list(ltm)), 0, None
         self._step(self.mem.stm[:, :0], read=True)  # no tokens yet: (B, 0, C)
 
     @torch.no_grad()
@@ -424,15 +441,14 @@ class Stream:
         out = []
         while idx.size(1) > 0:
             if not memo and self.pos == limit:  # plain GPT: slide the window by half
-                keep = self.window[:, limit // 2:]
+                keep = self.tokens[:, limit // 2:]
                 self.cache, self.pos = None, 0
                 self._step(wte(keep))
-                self.window = keep
+                self.tokens = keep
             n = min(limit - self.pos, idx.size(1))
             x = self._step(wte(idx[:, :n]))
             out.append(self.model.lm_head(self.model.transformer.ln_f(x)))
-            if not memo:
-                self.window = idx[:, :n] if self.window is None else torch.cat((self.window, idx[:, :n]), dim=1)
+            self.tokens = idx[:, :n] if self.tokens is None else torch.cat((self.tokens, idx[:, :n]), dim=1)
             idx = idx[:, n:]
             if memo and self.pos == limit:  # the segment is full: W writes the memory, the next one begins
                 self._step(self.mem.stm[:, :0], write=True)

@@ -126,6 +126,33 @@ def test_ltm_fifo_keeps_the_newest_snapshots():
     assert model(idx[:, :S + 3])[2].n_seg == 1  # a partial segment is not written
 
 
+def test_write_slot_j_starts_from_part_j_of_the_segment():
+    """With the blocks' residual branches silenced, W's final state is its input: STM + slot embedding + the
+    mean of part j of the segment. A token in part 1 then reaches slot 1 of the new STM, and no other slot."""
+    model = tiny()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("c_proj.weight") or n.endswith("c_proj.bias"):
+                p.zero_()
+        model.mem_gate.bias.fill_(-30.0)  # take the new write
+        idx = tokens(S)
+        idx2 = idx.clone()
+        idx2[:, S // M] = (idx[:, S // M] + 1) % 64  # the first token of part 1 (S/M tokens per part)
+        a, b = model(idx)[2].stm, model(idx2)[2].stm
+    changed = (a - b).abs().amax(dim=(0, 2)) > 1e-6
+    assert changed.tolist() == [j == 1 for j in range(M)]
+
+
+@pytest.mark.parametrize("bias, keeps", [(30.0, True), (-30.0, False)])
+def test_gate_keeps_the_stm_or_takes_the_write(bias, keeps):
+    model = tiny()
+    with torch.no_grad():
+        model.mem_gate.bias.fill_(bias)
+        mem = model(tokens(3 * S))[2]
+    m0 = model.empty_memory(2).stm
+    assert torch.allclose(mem.stm, m0, atol=1e-6) == keeps  # a gate at 1 holds the STM through every segment
+
+
 def test_shared_ffn_ablation_has_no_memory_ffn():
     model = tiny(dual_ffn=False)
     assert not any("mlp_mem" in n or "ln_2_mem" in n for n, _ in model.named_parameters())
