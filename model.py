@@ -43,6 +43,7 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.record = None  # a list: each call also appends its attention weights (for a picture only)
 
     def forward(self, x, past=None, mask=None, is_causal=False):
         """x (B, T, C) new rows; past (2, B, nh, P, hs) cached keys/values they also attend to.
@@ -56,6 +57,11 @@ class CausalSelfAttention(nn.Module):
         # flash attention where allowed (is_causal, no mask); a boolean mask otherwise
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0)
+        if self.record is not None:  # a picture was asked for (attention_map.py): the weights themselves
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, P+T)
+            if is_causal:  # set only without past: T keys
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            self.record.append((att if mask is None else att.masked_fill(~mask, float("-inf"))).softmax(dim=-1))
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), kv
 

@@ -20,6 +20,14 @@ without giving the document again:
 
 (the recall model was trained with questions that close a segment: 13 filler tokens, then "? key")
 
+Where each token reads from: --attention_map pictures, for every token of the first sample, the share of its
+attention that goes to each LTM snapshot (by the segment it was written after), to the read slots (the STM)
+and to the tokens of its own segment, a panel per layer (--attention_layers=mean: one, averaged over layers);
+a .csv of the same numbers goes beside it (and is all that is written without matplotlib):
+
+    python sample.py --out_dir=out-recall --load_memory=mem.pt --max_new_tokens=1 --top_k=1 --num_samples=1 \
+        --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k3' --attention_map=attn.png
+
 Memory holds complete segments only, so --read pads a partial last segment with the end-of-text
 token: the whole document is in memory and none of it is left in the prompt. The order is: load,
 read, edit (--clear_ltm, --drop_snapshot), save, show, then every sample starts from that memory.
@@ -32,6 +40,7 @@ from contextlib import nullcontext
 import torch
 from tqdm import tqdm
 
+from attention_map import MapStream, plot, table, write_csv
 from configurator import configure
 from memory import Memory
 from model import GPT, Stream
@@ -59,6 +68,9 @@ save_memory = ""         # where to save the memory (after load, read and edits;
 clear_ltm = False        # forget the long-term memory snapshots (the short-term memory stays)
 drop_snapshot = None     # forget one snapshot: 0 = oldest, -1 = newest
 show_memory = False      # print what the memory holds: per snapshot its segment and norms, the STM norm
+attention_map = ""       # a .png: where each token of the first sample reads from (LTM snapshots, read slots, its
+                         # segment); the same numbers in a .csv beside it (without matplotlib, only the .csv)
+attention_layers = "all" # all: a panel per layer | mean: averaged over layers
 config = configure(globals())
 if threads:
     torch.set_num_threads(threads)
@@ -130,15 +142,22 @@ encode, decode = get_tokenizer(meta)
 cfg = model.config
 
 memory_options = dict(ltm=ltm, read=read, load_memory=load_memory, save_memory=save_memory, clear_ltm=clear_ltm,
-                      drop_snapshot=drop_snapshot, show_memory=show_memory)
+                      drop_snapshot=drop_snapshot, show_memory=show_memory, attention_map=attention_map)
 asked = [f"--{k}" for k, v in memory_options.items() if v not in ("", None) and v is not False]
 if asked and cfg.mem_len == 0:
     raise SystemExit(f"{' '.join(asked)}: this model is a plain GPT without memory (mem_len=0); use a memoGPT "
                      "checkpoint or --init_from=gpt2 --mem_len=32 --ltm=4 --seg_len=64")
 if drop_snapshot is not None and type(drop_snapshot) is not int:
     raise SystemExit(f"--drop_snapshot must be a snapshot index like 0 or -1, got {drop_snapshot!r}")
-if save_memory and not os.path.isdir(os.path.dirname(os.path.abspath(save_memory))):
-    raise SystemExit(f"--save_memory={save_memory}: the directory {os.path.dirname(save_memory)} does not exist")
+for name, path in (("save_memory", save_memory), ("attention_map", attention_map)):
+    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise SystemExit(f"--{name}={path}: the directory {os.path.dirname(path)} does not exist")
+if attention_map and not attention_map.endswith(".png"):
+    raise SystemExit(f"--attention_map={attention_map}: a .png path (the numbers go beside it, in a .csv)")
+if attention_map and num_samples < 1:
+    raise SystemExit(f"--attention_map pictures the first sample: needs --num_samples >= 1, got {num_samples}")
+if attention_layers not in ("all", "mean"):
+    raise SystemExit(f"--attention_layers={attention_layers!r}: all (a panel per layer) or mean (over layers)")
 if num_samples > 0:  # checked before the (maybe long) reading
     if temperature <= 0 or (top_k is not None and top_k < 1) or max_new_tokens < 0:
         raise SystemExit(f"need --temperature > 0, --top_k >= 1 or None and --max_new_tokens >= 0, got "
@@ -185,11 +204,21 @@ with torch.no_grad(), ctx:
 # generate, printing each token as it comes
 torch.manual_seed(seed)  # again: the draws do not depend on what ran before
 with torch.no_grad(), ctx:
-    for _ in range(num_samples):
+    for i in range(num_samples):
         idx = torch.tensor(start_ids, dtype=torch.long, device=device)[None]
-        stream = Stream(model, 1, mem, ltm)
+        stream = MapStream(model, 1, mem, ltm) if attention_map and i == 0 else Stream(model, 1, mem, ltm)
         print(decode(prompt_ids), end="", flush=True)
         new = model.generate_stream(idx, max_new_tokens, temperature, top_k, stream, meta["vocab_size"])
         for piece in pieces((t.item() for t in new), prompt_ids):
             print(piece, end="", flush=True)
         print("\n---------------", flush=True)
+        if isinstance(stream, MapStream):
+            tab = table(stream, decode, attention_layers)
+            csv_path = os.path.splitext(attention_map)[0] + ".csv"
+            write_csv(csv_path, tab)
+            try:
+                plot(attention_map, tab)
+                wrote = f"{attention_map} and {csv_path}"
+            except ImportError:
+                wrote = f"{csv_path} only (matplotlib is not installed: pip install matplotlib for {attention_map})"
+            print(f"attention map of the first sample's {len(tab['tokens'])} tokens: {wrote}", file=sys.stderr)

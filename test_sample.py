@@ -5,6 +5,7 @@ document read into memory, saved and loaded gives the same generation as reading
 edits do what they say; bad input stops with one line. sample.py runs in this process (runpy),
 to save a torch import per run.
 """
+import csv
 import dataclasses
 import json
 import os
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 import prepare
+from attention_map import MapStream
 from memory import Memory
 from model import GPT, GPTConfig, Stream
 
@@ -247,9 +249,65 @@ def test_clear_errors(out, tmp_path):
         ([f"--out_dir={out_dir}", "--ltm=-1"], "--ltm=-1: the LTM snapshots to keep, an int >= 0"),
         ([f"--out_dir={plain}", "--ltm=4"], "--ltm: this model is a plain GPT"),
         ([f"--out_dir={out_dir}", f"--start={PROMPT}", "--temperature=0"], "need --temperature > 0"),
+        ([f"--out_dir={plain}", "--attention_map=attn.png"], "--attention_map: this model is a plain GPT"),
+        ([f"--out_dir={out_dir}", "--attention_map=attn.jpg"], "--attention_map=attn.jpg: a .png path"),
+        ([f"--out_dir={out_dir}", f"--attention_map={tmp_path}/nodir/attn.png"],
+         f"the directory {tmp_path}/nodir does not exist"),
+        ([f"--out_dir={out_dir}", "--attention_map=attn.png", "--num_samples=0"], "needs --num_samples >= 1"),
+        ([f"--out_dir={out_dir}", "--attention_layers=first"], "--attention_layers='first': all"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as e:
             run(*args)
         assert message in str(e.value) and "\n" not in str(e.value), (args, e.value)
     assert not marker.exists() and not (tmp_path / "nodir").exists()
+
+
+def test_attention_map_without_matplotlib(out, tmp_path, monkeypatch, capsys):
+    """With a loaded memory, over 3 segments: the .csv holds every token's shares by layer (averaged over
+    heads), each snapshot by its segment (blank where the token's LTM no longer or not yet held it); without
+    matplotlib one line says so and no .png is made. The generated text is the same as without the map."""
+    out_dir, model, doc = out
+    mem_file = tmp_path / "mem.pt"
+    run(f"--out_dir={out_dir}", f"--read={out_dir}/doc.txt", f"--save_memory={mem_file}", "--num_samples=0")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    capsys.readouterr()
+    run(f"--out_dir={out_dir}", f"--load_memory={mem_file}", f"--start={PROMPT}", "--num_samples=1",
+        f"--max_new_tokens={2 * S}", "--top_k=1", f"--attention_map={tmp_path}/attn.png")
+    printed = capsys.readouterr()
+    mem = Memory.load(mem_file, model)
+    assert printed.out == greedy(model, 2 * S, mem) + SEP
+    assert printed.err.strip().splitlines()[-1] == (
+        f"attention map of the first sample's {3 + 2 * S} tokens: {tmp_path}/attn.csv only (matplotlib is not "
+        f"installed: pip install matplotlib for {tmp_path}/attn.png)")
+    assert not (tmp_path / "attn.png").exists()
+
+    stream = MapStream(model, 1, mem)
+    ids = torch.tensor([encode(PROMPT)])
+    ids = torch.cat([ids, *model.generate_stream(ids, 2 * S, top_k=1, stream=stream)], dim=1)[0]
+    with open(tmp_path / "attn.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    snapshots = ["LTM: segment 2", "LTM: segment 3", "LTM: segment 4", "LTM: segment 5"]
+    assert rows[0] == ["index", "token", "segment", "layer", *snapshots, "read slots (STM)", "segment tokens"]
+    assert len(rows) == 1 + 2 * len(ids)  # a row per token and layer
+    for row in rows[1:]:
+        t, layer = int(row[0]), int(row[3].removeprefix("layer "))
+        _, seg, segs, share = stream.rows[t]
+        assert row[1:3] == [decode([ids[t].item()]), str(seg)] and seg == 4 + t // S and segs == [seg - 2, seg - 1]
+        held = [f"LTM: segment {s}" for s in segs] + ["read slots (STM)", "segment tokens"]
+        assert [rows[0][i] for i in range(4, 10) if row[i]] == held
+        got = [float(v) for v in row[4:] if v]
+        torch.testing.assert_close(torch.tensor(got), share[0, layer].mean(0), atol=1e-6, rtol=0)
+        assert abs(sum(got) - 1) < 1e-5
+
+
+def test_attention_map_png(out, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out_dir, _, _ = out
+    for layers in ("all", "mean"):
+        run(f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=2", f"--max_new_tokens={S}", "--top_k=1",
+            f"--attention_map={tmp_path}/{layers}.png", f"--attention_layers={layers}")
+        assert (tmp_path / f"{layers}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert capsys.readouterr().err.strip().endswith(f"{tmp_path}/{layers}.png and {tmp_path}/{layers}.csv")
+    with open(tmp_path / "mean.csv", newline="") as f:
+        assert {row[3] for row in list(csv.reader(f))[1:]} == {"mean over layers"}
