@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import platform
+import runpy
 import statistics
 import subprocess
 import sys
@@ -80,6 +81,10 @@ PAPER_MEMORY = {"GPT-2 Medium": (1416, 1447, 1508, 1629, 1874), "GPT-2 Large": (
                 "Llama-3.1-8B-Instruct": (30935, 31222, 31802, 34045, 42128)}
 PAPER_LTM = {0: (4.6479, 5.0664), 1: (4.6488, 5.0271), 2: (4.6448, 5.0397), 4: (4.6520, 5.0631), 8: (4.6730, 5.2161)}
 
+if "--capacity" in sys.argv[1:]:  # the capacity benchmark trains models: its own script and settings
+    sys.argv.remove("--capacity")
+    runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "capacity.py"), run_name="__main__")
+    raise SystemExit(0)
 args = ["--quick=True" if a == "--quick" else a for a in sys.argv[1:]]
 if "--quick=True" in args:
     globals().update(QUICK)  # before the command line, which still overrides them

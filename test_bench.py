@@ -148,3 +148,16 @@ def test_bad_input_stops_before_work(monkeypatch, tmp_path, arg, message):
     with pytest.raises(SystemExit, match=message):
         runpy.run_path(BENCH, run_name="__main__")
     assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_capacity_smoke(tmp_path):
+    """bench.py --capacity --quick trains a tiny memoGPT and the peer on the same batches and writes the table."""
+    pytest.importorskip("recurrent_memory_transformer_pytorch")
+    proc = subprocess.run([sys.executable, BENCH, "--capacity", "--quick", "--out_dir=out"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "out" / "capacity.json") as f:
+        rows = json.load(f)["rows"]
+    assert [(r["kind"], r["mem_len"]) for r in rows] == [("memoGPT", 2), ("peer", 2)]
+    assert all(set(r["accuracy"]) == {"1", "2"} and all(0 <= a <= 1 for a in r["accuracy"].values()) for r in rows)
+    assert "| memoGPT, 2 memory slots |" in proc.stdout and "| peer, 2 memory tokens |" in proc.stdout

@@ -1,0 +1,214 @@
+"""
+How many facts the memory holds at once: exact-answer accuracy by number of facts, by memory size,
+beside a peer recurrent memory transformer trained on the same samples with the same steps.
+
+    python bench.py --capacity                   # (the same as python capacity.py)
+    python bench.py --capacity --quick           # tiny and short: the smoke test
+
+A sample is the recall set's (prepare.py): segment 0 states F key-value facts, each is asked once
+in a random later segment, several questions closing a segment when facts outnumber segments, and
+every answer is hidden from the input (data.recall_xy: no answer by elimination). Each row is one
+model, trained on batches of 1, 2, 4, ... facts in turn (one count per batch) with a curriculum
+over segments, then scored at every count on held-out samples, at distances beyond its LTM (only
+the STM can answer there). The peer is lucidrains' recurrent-memory-transformer-pytorch (a bench
+and dev dependency; model.py never imports it) with the same width, depth, heads and memory tokens,
+its memory tokens alone (no XL cache); its wrapper drops labels, so its loss is computed here.
+Results: out_dir/capacity.json, capacity.csv, capacity.png (with matplotlib).
+"""
+import csv
+import datetime
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+import prepare
+from configurator import configure
+from data import recall_xy
+from model import GPT, GPTConfig
+
+out_dir = "bench_out"
+quick = False            # tiny and short: the smoke test (a bare --quick works too)
+facts = (1, 2, 4, 8, 16)  # facts per sample, the columns
+mem_lens = (4, 8, 16)    # memoGPT rows: memory slots
+peer_mem_lens = (8,)     # peer rows (none: ())
+ltm = 2
+seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
+n_seg = 8                # segments per sample: distances 1..n_seg-1, scored beyond ltm
+n_keys = 32
+n_values = 16            # chance: 1/16
+n_filler = 32
+n_layer = 2
+n_head = 4
+n_embd = 128
+batch_size = 32
+iters = 1500
+curriculum = (2, 4)      # segments per sample in the stages before n_seg, stage_iters each
+stage_iters = 300
+learning_rate = 1e-3
+eval_samples = 200       # per fact count
+threads = 0              # torch CPU threads (0 = its default)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+seed = 1337
+
+QUICK = dict(facts=(1, 2), mem_lens=(2,), peer_mem_lens=(2,), seg_len=8, n_seg=4, n_layer=1, n_head=2, n_embd=16,
+             batch_size=4, iters=4, stage_iters=1, curriculum=(2,), eval_samples=8, threads=1)
+args = ["--quick=True" if a == "--quick" else a for a in sys.argv[1:]]
+if "--quick=True" in args:
+    globals().update(QUICK)
+config = configure(globals(), args)
+if 2 * max(facts) > seg_len or max(facts) > (n_seg - 1) * (seg_len // 3) or n_seg <= ltm + 1:
+    raise SystemExit(f"need 2 * max(facts) <= seg_len, max(facts) <= (n_seg-1) * (seg_len//3) questions and "
+                     f"n_seg > ltm + 1 (distances beyond the LTM); got facts={facts}, seg_len={seg_len}, "
+                     f"n_seg={n_seg}, ltm={ltm}")
+if threads:
+    torch.set_num_threads(threads)
+META = dict(question=prepare.QUESTION, eot=0)  # what recall_xy needs of the recall set's meta
+
+
+def recall_cfg(n_facts):
+    return dict(seg_len=seg_len, n_seg=n_seg, n_facts=n_facts, n_keys=n_keys, n_values=n_values, n_filler=n_filler)
+
+
+def batch(rng, n_facts, n, segs):
+    """n samples of n_facts facts, cut to their first segs segments: inputs and answer targets on the device."""
+    rows = prepare.recall_samples(n, recall_cfg(n_facts), rng).astype(np.int64)[:, :segs * seg_len]
+    x, y = recall_xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), META)
+    return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+
+class Peer(nn.Module):
+    """The peer RMT read segment by segment, its memory tokens carried across; logits (B, T, vocab), loss."""
+
+    def __init__(self, mem_len, vocab_size):
+        super().__init__()
+        try:
+            from recurrent_memory_transformer_pytorch import RecurrentMemoryTransformer
+        except ImportError:
+            raise SystemExit("the peer needs pip install recurrent-memory-transformer-pytorch==0.7.0 "
+                             "(or --peer_mem_lens=())") from None
+        self.net = RecurrentMemoryTransformer(n_embd, num_tokens=vocab_size, depth=n_layer, num_memory_tokens=mem_len,
+                                              seq_len=seg_len, dim_head=n_embd // n_head, heads=n_head,
+                                              use_xl_memories=False)
+
+    def forward(self, x, y):
+        mem, logits = None, []
+        for s in range(0, x.size(1), seg_len):
+            out, mem, _ = self.net(x[:, s:s + seg_len], mem)
+            logits.append(out)
+        logits = torch.cat(logits, dim=1)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum")
+        return logits, loss / (y != -1).sum().clamp(min=1)
+
+
+def build(kind, mem_len, vocab_size):
+    torch.manual_seed(seed)
+    if kind == "peer":
+        model = Peer(mem_len, vocab_size)
+        return model, torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.1)
+    model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=seg_len, vocab_size=vocab_size,
+                          mem_len=mem_len, ltm=ltm, seg_len=seg_len))
+    return model, model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), device)
+
+
+def run(model, x, y):
+    if isinstance(model, Peer):
+        return model(x, y)
+    logits, loss, _ = model(x, y)
+    return logits, loss
+
+
+def train(kind, mem_len, vocab_size):
+    """One row's model: the same batches and steps for every row (the data generator restarts from seed)."""
+    model, optimizer = build(kind, mem_len, vocab_size)
+    model.to(device).train()
+    rng, stages = np.random.default_rng(seed), (*curriculum, n_seg)
+    for it in tqdm(range(iters), desc=f"training {kind} M={mem_len}", leave=False):
+        lr = learning_rate * min(1, (it + 1) / 50) * (0.1 + 0.45 * (1 + math.cos(math.pi * it / iters)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = batch(rng, facts[it % len(facts)], batch_size, stages[min(it // stage_iters, len(curriculum))])
+        _, loss = run(model, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def score(model):
+    """Exact-answer accuracy by fact count at distances beyond the LTM, on held-out samples (another seed)."""
+    out = {}
+    for n_facts in facts:
+        x, y = batch(np.random.default_rng(seed + 1 + n_facts), n_facts, eval_samples, n_seg)
+        right, total = 0, 0
+        for i in range(0, eval_samples, 50):
+            logits, _ = run(model, x[i:i + 50], y[i:i + 50])
+            yy = y[i:i + 50]
+            far = (yy != -1) & ((torch.arange(yy.size(1), device=device) + 1) // seg_len > ltm)
+            right += (logits[far].argmax(-1) == yy[far]).sum().item()
+            total += far.sum().item()
+        out[n_facts] = right / total
+    return out
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.plot(facts, [r["accuracy"][f] for f in facts], "o--" if r["kind"] == "peer" else "o-", label=r["label"])
+    ax.axhline(1 / n_values, color="gray", lw=0.8, ls=":", label="chance")
+    ax.set(xscale="log", xticks=facts, xticklabels=facts, ylim=(0, 1.02), xlabel="facts held at once",
+           ylabel=f"exact answers, distance > {ltm}", title="memory capacity")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp", format="png", dpi=100)
+    os.replace(path + ".tmp", path)
+
+
+t_start = time.time()
+vocab = len(prepare.recall_vocab(recall_cfg(max(facts))))
+rows = []
+for kind, mem_len in [("memoGPT", m) for m in mem_lens] + [("peer", m) for m in peer_mem_lens]:
+    t0 = time.time()
+    acc = score(train(kind, mem_len, vocab))
+    per_slot = max([f for f in facts if acc[f] >= 0.9], default=0) / mem_len
+    rows.append(dict(kind=kind, mem_len=mem_len, accuracy=acc, facts_per_slot_at_90=per_slot,
+                     train_s=round(time.time() - t0), label=f"{kind}, {mem_len} memory {'tokens' if kind == 'peer' else 'slots'}"))
+    tqdm.write(f"{rows[-1]['label']}: " + ", ".join(f"{f} facts {a:.3f}" for f, a in acc.items()))
+
+print(f"\n# memory capacity: {datetime.date.today()}, {device}, {torch.get_num_threads()} threads, {n_layer} layers x "
+      f"{n_embd}, segments of {seg_len}, {n_seg} per sample, ltm={ltm}, {iters} steps of {batch_size} samples\n")
+print(f"Exact answers at distances {ltm + 1}..{n_seg - 1} (beyond the LTM), {eval_samples} held-out samples per count; "
+      f"chance {1 / n_values:.3f}\n")
+print("| model | " + " | ".join(f"{f} facts" for f in facts) + " | facts per slot at 90% | train s |")
+print("|---|" + "---|" * (len(facts) + 2))
+for r in rows:
+    print(f"| {r['label']} | " + " | ".join(f"{r['accuracy'][f]:.3f}" for f in facts) +
+          f" | {r['facts_per_slot_at_90']:.2f} | {r['train_s']} |")
+os.makedirs(out_dir, exist_ok=True)
+path = os.path.join(out_dir, "capacity")
+with open(path + ".json.tmp", "w") as f:
+    json.dump(dict(date=str(datetime.date.today()), settings=config, rows=rows, seconds=time.time() - t_start), f, indent=1)
+os.replace(path + ".json.tmp", path + ".json")
+with open(path + ".csv.tmp", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["model", "mem_len", *[f"facts_{n}" for n in facts], "facts_per_slot_at_90"])
+    w.writerows([r["kind"], r["mem_len"], *[r["accuracy"][n] for n in facts], r["facts_per_slot_at_90"]] for r in rows)
+os.replace(path + ".csv.tmp", path + ".csv")
+try:
+    plot(rows, path + ".png")
+    print(f"\nwrote {path}.png, .json, .csv ({time.time() - t_start:.0f} s)")
+except ImportError:
+    print(f"\nmatplotlib is not installed: no plot (pip install matplotlib); wrote {path}.json, .csv "
+          f"({time.time() - t_start:.0f} s)")
