@@ -80,7 +80,7 @@ def test_config_file_with_a_syntax_error_is_named(tmp_path):
     ("--gradient_accumulation_steps=0", "--gradient_accumulation_steps=0: must be >= 1"),
     ("--eval_ltm=-1", "--eval_ltm=-1: the LTM snapshots kept at evaluation, an int >= 0, for a model with memory"),
     ("--dataset=nosuch", "no dataset at data/nosuch: make it with python prepare.py --dataset=KIND --name=nosuch, "
-                         "KIND one of openwebtext, fineweb, text, recall"),
+                         "KIND one of openwebtext, fineweb, text, stdlib, recall"),
 ])
 def test_bad_settings_stop_with_one_line(work, monkeypatch, arg, message):
     with pytest.raises(SystemExit) as e:
