@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from configurator import configure
 from data import load_meta, open_split, recall_xy, sample_batch
-from evaluate import recall_accuracy, segment_loss_sums
+from evaluate import recall_accuracy, segment_loss_sums, warn_if_memory_never_read
 from model import GPT, GPTConfig, Stream
 
 out_dir = "bench_out"
@@ -229,6 +229,7 @@ def ltm_eval():
         val = open_split(data_dir, meta, "val")
     except (OSError, ValueError) as e:
         raise SystemExit(str(e)) from None
+    warn_if_memory_never_read(ck, ckpt)
     model.eval()
     same = ("tokenizer", "vocab_size", "itos", "sample_len")  # data/ is found from here, as train.py does
     if any(meta.get(k) != ck["meta"].get(k) for k in same):

@@ -148,3 +148,17 @@ def test_bad_input_stops_before_work(monkeypatch, tmp_path, arg, message):
     with pytest.raises(SystemExit, match=message):
         runpy.run_path(BENCH, run_name="__main__")
     assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_checkpoint_trained_on_one_segment_warns(quick, monkeypatch, capsys):
+    tmp = quick[3]
+    ck = torch.load(tmp / "ckpt.pt", weights_only=False)
+    ck["config"] = {**ck["config"], "n_seg": 1}
+    ck["meta"] = {**ck["meta"], "vocab_size": 0}  # other data: bench.py stops right after the warning
+    torch.save(ck, tmp / "one.pt")
+    monkeypatch.chdir(tmp)
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--quick", "--ckpt=one.pt", "--out_dir=one"])
+    with pytest.raises(SystemExit, match="is not the data one.pt was trained on"):
+        runpy.run_path(BENCH, run_name="__main__")
+    assert capsys.readouterr().err == ("warning: one.pt was trained on one segment per sample (n_seg=1, no curriculum): "
+                                       "its memory was never read in training\n")

@@ -253,3 +253,16 @@ def test_clear_errors(out, tmp_path):
             run(*args)
         assert message in str(e.value) and "\n" not in str(e.value), (args, e.value)
     assert not marker.exists() and not (tmp_path / "nodir").exists()
+
+
+def test_a_memory_never_read_in_training_is_warned_of(tmp_path, capsys):
+    """A memoGPT trained on one segment per sample (train.py's config n_seg 1, no curriculum) never read its memory:
+    one line says so; a plain GPT's, or a memoGPT's trained across segments, nothing."""
+    one = write_checkpoint(tmp_path / "one", tiny(), config=dict(n_seg=1, curriculum=()))
+    run(f"--out_dir={one}", "--num_samples=0")
+    assert capsys.readouterr().err == (f"warning: {one}/ckpt.pt was trained on one segment per sample (n_seg=1, no "
+                                       "curriculum): its memory was never read in training\n")
+    for out_dir, model, config in (("plain", tiny(mem_len=0), dict(n_seg=1, curriculum=())),
+                                   ("grown", tiny(), dict(n_seg=1, curriculum=(2,)))):
+        run(f"--out_dir={write_checkpoint(tmp_path / out_dir, model, config=config)}", "--num_samples=0")
+        assert capsys.readouterr().err == ""

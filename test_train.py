@@ -297,3 +297,45 @@ def test_plain_gpt_reads_each_segment_as_its_own_window(work):
     a, _ = read_samples(model, x, None, SEG)
     b, _ = read_samples(model, x2, None, SEG)
     assert not torch.equal(a[:, :SEG], b[:, :SEG]) and torch.equal(a[:, SEG:], b[:, SEG:])
+
+
+@pytest.fixture
+def stdlib(tmp_path, monkeypatch):
+    """A stand-in for the standard library (this project's own sources) in data/stdlib as bytes, config/stdlib.py's
+    data; val is the first of the four files, memory.py."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    for name in ("memory.py", "model.py", "prepare.py", "train.py"):
+        (root / name).write_text(open(os.path.join(HERE, name)).read())
+    meta = prepare(data_dir=str(tmp_path / "data"), dataset="stdlib", input=str(root), tokenizer="bytes",
+                   val_fraction=0.25)
+    monkeypatch.chdir(tmp_path)
+    return meta
+
+
+TEXT = ["--dataset=stdlib", "--seg_len=8", "--n_layer=1", "--n_head=2", "--n_embd=16", "--batch_size=2",
+        "--eval_iters=2", "--warmup_iters=1", "--max_iters=8", "--eval_interval=8"]
+
+
+def train_text(monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["train.py", *TEXT, *args])
+    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+
+
+def test_memogpt_without_n_seg_reads_its_memory_in_training(stdlib, monkeypatch, capsys):
+    """`train.py --mem_len=.. --ltm=..` trains across segments (2 for a quarter of the run, then 4) and says so in
+    one line; a resume chooses the same from the checkpoint's memory; the plain GPT keeps one segment per sample."""
+    capsys.readouterr()
+    train_text(monkeypatch, "--mem_len=2", "--ltm=1", "--out_dir=memo")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "memoGPT without --n_seg: 2 -> 4 segments per sample, 2 iterations per stage before the last (--n_seg, "
+        "--curriculum and --stage_iters choose others)")
+    ck = load("memo/ckpt.pt")
+    assert (ck["config"]["n_seg"], ck["config"]["curriculum"], ck["config"]["stage_iters"]) == (4, (2,), 2)
+    with pytest.raises(SystemExit):
+        train_text(monkeypatch, "--out_dir=memo", "--init_from=resume", "--eval_only=True")  # no --mem_len
+    assert [r["n_seg"] for r in log("memo/log.jsonl")] == [2, 4, 4]
+    capsys.readouterr()
+    train_text(monkeypatch, "--mem_len=0", "--out_dir=gpt")
+    assert "without --n_seg" not in capsys.readouterr().out
+    assert load("gpt/ckpt.pt")["config"]["n_seg"] == 1 and [r["n_seg"] for r in log("gpt/log.jsonl")] == [1, 1]
