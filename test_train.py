@@ -339,3 +339,24 @@ def test_memogpt_without_n_seg_reads_its_memory_in_training(stdlib, monkeypatch,
     train_text(monkeypatch, "--mem_len=0", "--out_dir=gpt")
     assert "without --n_seg" not in capsys.readouterr().out
     assert load("gpt/ckpt.pt")["config"]["n_seg"] == 1 and [r["n_seg"] for r in log("gpt/log.jsonl")] == [1, 1]
+
+
+def test_text_set_evaluation_resets_the_memory_too(stdlib, monkeypatch, capsys):
+    """memoGPT on a text set: every evaluation logs and prints the val loss by segment with the memory carried and
+    with it reset before every segment, and their difference; segment 0 reads an empty memory either way."""
+    capsys.readouterr()
+    train_text(monkeypatch, "--mem_len=2", "--ltm=1", "--n_seg=3", "--out_dir=memo")
+    printed = capsys.readouterr().out.splitlines()
+    for record, line in zip(log("memo/log.jsonl"), printed[1:], strict=True):
+        carried, reset, gain = (record[k] for k in ("val_loss_by_segment", "val_loss_by_segment_reset",
+                                                    "memory_gain_by_segment"))
+        assert len(carried) == len(reset) == len(gain) == 3 and abs(gain[0]) < 1e-4
+        assert gain == pytest.approx([r - c for r, c in zip(reset, carried)], abs=2e-4) and gain[1] != 0
+        assert f"with the memory reset before every segment {reset} (gain {gain})" in line
+    train_text(monkeypatch, "--mem_len=0", "--n_seg=3", "--out_dir=gpt")
+    assert "memory_gain_by_segment" not in log("gpt/log.jsonl")[-1]
+
+
+def test_recall_evaluation_keeps_to_accuracy_by_distance(work, monkeypatch):
+    train(monkeypatch, "--max_iters=0", "--out_dir=out")
+    assert "recall_accuracy" in log("out/log.jsonl")[0] and "memory_gain_by_segment" not in log("out/log.jsonl")[0]

@@ -229,17 +229,27 @@ def get_batch(rng, shards, n, segs):
 
 @torch.no_grad()
 def evaluate(segs):
-    """Val loss and per-segment val loss on fixed val batches; recall accuracy by distance."""
+    """Val loss and per-segment val loss on fixed val batches; memoGPT on a text set: also with its memory reset
+    before every segment, and the gain, reset minus carried (what the memory carries); recall accuracy by distance."""
     eval_model.eval()
     rng = np.random.default_rng(seed)  # the same batches every time, apart from the training stream
-    sums, counts = torch.zeros(segs), torch.zeros(segs)
+    carries = (True, False) if model_args["mem_len"] and not recall else (True,)
+    sums, counts = torch.zeros(len(carries), segs), torch.zeros(segs)
     for _ in range(eval_iters):
         x, y = get_batch(rng, val_data, batch_size, segs)
-        with ctx:
-            s, c = segment_loss_sums(eval_model, x, y, seg_len, ltm=eval_ltm)
-        sums, counts = sums + s, counts + c
-    out = {"val_loss": (sums.sum() / counts.sum()).item(),
-           "val_loss_by_segment": [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]}
+        for i, carry in enumerate(carries):
+            with ctx:
+                s, c = segment_loss_sums(eval_model, x, y, seg_len, carry, ltm=eval_ltm)
+            sums[i] += s
+        counts += c
+
+    def by_segment(sums):
+        return [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]
+
+    out = {"val_loss": (sums[0].sum() / counts.sum()).item(), "val_loss_by_segment": by_segment(sums[0])}
+    if len(carries) == 2:
+        out["val_loss_by_segment_reset"] = by_segment(sums[1])
+        out["memory_gain_by_segment"] = by_segment(sums[1] - sums[0])
     if recall:
         with ctx:
             acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device, ltm=eval_ltm)
@@ -285,6 +295,8 @@ def log_eval(train_loss, tokens_per_s):
     best_val_loss = min(best_val_loss, record["val_loss"])
     tqdm.write(f"iter {iter_num}: n_seg {segs}" + (f", ltm {eval_ltm}" if eval_ltm is not None else "")
                + f", val loss {record['val_loss']:.4f}, by segment {record['val_loss_by_segment']}"
+               + (f", with the memory reset before every segment {record['val_loss_by_segment_reset']} (gain "
+                  f"{record['memory_gain_by_segment']})" if "memory_gain_by_segment" in record else "")
                + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
