@@ -360,3 +360,14 @@ def test_text_set_evaluation_resets_the_memory_too(stdlib, monkeypatch, capsys):
 def test_recall_evaluation_keeps_to_accuracy_by_distance(work, monkeypatch):
     train(monkeypatch, "--max_iters=0", "--out_dir=out")
     assert "recall_accuracy" in log("out/log.jsonl")[0] and "memory_gain_by_segment" not in log("out/log.jsonl")[0]
+
+
+def test_stdlib_config_trains(stdlib, monkeypatch):
+    """config/stdlib.py starts and trains on a small data/stdlib of bytes (its schedule shortened)."""
+    assert stdlib["tokenizer"] == "bytes" and stdlib["val_docs"] == 1
+    monkeypatch.setattr(sys, "argv", ["train.py", os.path.join(HERE, "config", "stdlib.py"), "--max_iters=3",
+                                      "--stage_iters=1", "--eval_interval=3", "--eval_iters=1", "--out_dir=out"])
+    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    first, last = log("out/log.jsonl")
+    assert (first["n_seg"], last["n_seg"]) == (2, 8) and len(last["memory_gain_by_segment"]) == 8
+    assert last["val_loss"] < first["val_loss"] and load("out/ckpt.pt")["model_args"]["vocab_size"] == 320
