@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from configurator import configure
 from data import load_meta, open_split, recall_xy, sample_batch
-from evaluate import recall_accuracy, segment_loss_sums
+from evaluate import recall_accuracy, segment_loss_sums, warn_if_memory_never_read
 from model import GPT, GPTConfig, Stream
 
 out_dir = "bench_out"
@@ -234,6 +234,7 @@ def ltm_eval():
         val = open_split(data_dir, meta, "val")
     except (OSError, ValueError) as e:
         raise SystemExit(str(e)) from None
+    warn_if_memory_never_read(ck, ckpt)
     model.eval()
     same = ("tokenizer", "vocab_size", "itos", "sample_len")  # data/ is found from here, as train.py does
     if any(meta.get(k) != ck["meta"].get(k) for k in same):
@@ -244,20 +245,26 @@ def ltm_eval():
                         meta["sample_len"] if recall else 0)
     x, y = recall_xy(rows, meta) if cfg.get("answer_loss") else (rows[:, :-1], rows[:, 1:])
     x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-    out = []
-    for k in tqdm(ltms if model.config.mem_len else (0,), desc="LTM sizes", leave=False):
+
+    def losses(**kw):  # segment_loss_sums' carry and ltm
         sums, counts = torch.zeros(cfg["n_seg"]), torch.zeros(cfg["n_seg"])
         for i in range(0, len(x), batch_size):
             with ctx:
-                s, c = segment_loss_sums(model, x[i:i + batch_size], y[i:i + batch_size], S, ltm=k)
+                s, c = segment_loss_sums(model, x[i:i + batch_size], y[i:i + batch_size], S, **kw)
             sums, counts = sums + s, counts + c
+        by_segment = [s / c if c else None for s, c in zip(sums.tolist(), counts.tolist())]
+        return dict(loss_by_segment=by_segment, loss=(sums.sum() / counts.sum()).item())
+
+    out = []
+    for k in tqdm(ltms if model.config.mem_len else (0,), desc="LTM sizes", leave=False):
         with ctx:
             acc = recall_accuracy(model, val[0], meta, eval_samples, batch_size, device, ltm=k) if recall else {}
-        by_segment = [s / c if c else None for s, c in zip(sums.tolist(), counts.tolist())]
-        out.append(dict(ltm=k, loss_by_segment=by_segment, loss=(sums.sum() / counts.sum()).item(),
-                        recall_by_distance=acc))
+        out.append(dict(ltm=k, **losses(ltm=k), recall_by_distance=acc))
+    # text: what the memory carries, the same samples with it reset before every segment (any ltm: none is kept)
+    reset = losses(carry=False) if model.config.mem_len and not recall else None
     return dict(ckpt=ckpt, mem_len=model.config.mem_len, trained_ltm=ck["model_args"]["ltm"], seg_len=S,
-                n_seg=cfg["n_seg"], dataset=cfg["dataset"], answer_loss=bool(cfg.get("answer_loss")), rows=out)
+                n_seg=cfg["n_seg"], dataset=cfg["dataset"], answer_loss=bool(cfg.get("answer_loss")), rows=out,
+                reset=reset)
 
 
 def table(header, rows):
@@ -267,6 +274,10 @@ def table(header, rows):
 
 def fmt(v):
     return "—" if v is None else f"{v:.4f}"
+
+
+def loss_row(label, r):
+    return [label, *(fmt(v) for v in r["loss_by_segment"]), f"{r['loss']:.4f}"]
 
 
 def write_atomic(path, write, mode="w"):
@@ -373,8 +384,8 @@ if ltm_result:
     print(f"\n## {ckpt}: val loss by segment (seg_len {ltm_result['seg_len']}, {eval_samples} samples of "
           f"{ltm_result['dataset']}{', answer tokens only' if ltm_result['answer_loss'] else ''}) by LTM size; "
           f"trained with ltm={ltm_result['trained_ltm']}\n")
-    print(table(["ltm", *range(ltm_result["n_seg"]), "mean"],
-                [[r["ltm"], *(fmt(v) for v in r["loss_by_segment"]), f"{r['loss']:.4f}"] for r in r0]))
+    reset = [loss_row("memory reset before every segment", ltm_result["reset"])] if ltm_result["reset"] else []
+    print(table(["ltm", *range(ltm_result["n_seg"]), "mean"], [loss_row(r["ltm"], r) for r in r0] + reset))
     if r0[0]["recall_by_distance"]:
         dist = sorted(r0[0]["recall_by_distance"])
         print("\n## Recall accuracy by distance (segments from fact to question)\n")

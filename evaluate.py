@@ -1,8 +1,11 @@
 """
 Metrics shared by train.py and bench.py: val loss by segment index, recall accuracy by distance.
 Samples are read as model.read_samples reads them (memoGPT through its memory, the plain GPT
-one segment at a time).
+one segment at a time). And what bench.py and sample.py say of a checkpoint whose memory never
+learned to be read.
 """
+import sys
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -52,3 +55,12 @@ def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm=None):
         hits.index_add_(0, distance, right)
         counts.index_add_(0, distance, torch.ones_like(right))
     return {d: (hits[d] / counts[d]).item() for d in range(meta["n_seg"]) if counts[d] > 0}
+
+
+def warn_if_memory_never_read(ckpt, path):
+    """One line on stderr for a memoGPT checkpoint trained on one segment per sample (train.py's config n_seg 1,
+    no curriculum): its memory was written, never read back."""
+    cfg = ckpt.get("config", {})
+    if ckpt["model_args"]["mem_len"] and max((*cfg.get("curriculum", ()), cfg.get("n_seg", 2))) == 1:
+        print(f"warning: {path} was trained on one segment per sample (n_seg=1, no curriculum): its memory was "
+              "never read in training", file=sys.stderr)

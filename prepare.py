@@ -4,6 +4,7 @@ Prepare a dataset as uint16 token shards for train.py.
     python prepare.py                                        # OpenWebText, GPT-2 BPE
     python prepare.py --dataset=fineweb                      # FineWeb-edu sample-10BT, streamed
     python prepare.py --dataset=text --input='books/*.txt'   # your own files, one file = one document
+    python prepare.py --dataset=stdlib --tokenizer=bytes     # this Python's standard library, offline, as bytes
     python prepare.py --dataset=recall                       # synthetic long-range recall, offline, seconds
     python prepare.py --dataset=recall --name=recall_long --n_seg=32   # a second set, beside data/recall/
 
@@ -11,6 +12,10 @@ Output: data/<dataset>/ (data/<name>/ with --name): train_000.bin, ..., val_000.
 written last: a directory is complete iff it holds meta.json. Read a shard with
 np.memmap(path, dtype=np.uint16, mode="r"); every document ends with the end-of-text token meta["eot"].
 Train and val are split by document. Other scripts use gpt2_encoding() and get_tokenizer(meta) from here.
+
+Text sets are GPT-2's BPE (--tokenizer=gpt2, vocab 50257, eot 50256) or bytes (--tokenizer=bytes): ids 0..255
+are the UTF-8 bytes, and end-of-text, which needs an id of its own, is 256 (vocab_size 257, still uint16 shards);
+get_tokenizer decodes it as "<|endoftext|>", as GPT-2's does, and bytes that are no UTF-8 as U+FFFD.
 """
 import collections
 import difflib
@@ -24,6 +29,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 
@@ -35,21 +41,23 @@ from configurator import configure, override
 
 # -----------------------------------------------------------------------------
 # default config values, override on the command line with --key=value
-dataset = "openwebtext"  # openwebtext | fineweb | text | recall
+dataset = "openwebtext"  # openwebtext | fineweb | text | stdlib | recall
 data_dir = "data"  # output goes to data_dir/name/
 name = ""  # "" = the dataset's own name; another name keeps a second set of the same kind beside the first
 shard_size = 100_000_000  # tokens per shard
 force = False  # redo even if data_dir/name/meta.json says it is prepared already
 num_proc = max(1, (os.cpu_count() or 1) // 2)  # tokenizer processes
-# openwebtext, fineweb, text
-val_fraction = 0.0005  # share of documents that go to val (every 1/val_fraction-th, the first one too)
+# openwebtext, fineweb, text, stdlib
+tokenizer = "gpt2"  # gpt2 (GPT-2's BPE) | bytes (UTF-8 bytes, end-of-text 256: see above)
+val_fraction = 0.0  # share of documents that go to val (every 1/val_fraction-th, the first one too);
+                    # 0 = 0.05 for stdlib (~90 of its ~1,800 files; 0.0005 would leave val one file), else 0.0005
 max_docs = 0  # stop after this many documents (0 = all): a small subset for a quick try
 streaming = True  # False downloads the whole source into the HF cache first (resumable, reusable)
 hf_path = ""  # set any of hf_path/hf_name/hf_data_files to read another source than SOURCES below:
 hf_name = ""  # load_dataset(hf_path, hf_name or None, data_files=hf_data_files or None), column "text",
 hf_data_files = ""  # e.g. --hf_path=parquet --hf_data_files='hf://datasets/USER/REPO/data/*.parquet'
-input = ""  # text: a glob of local files, e.g. 'books/*.txt'
-bad_files = "skip"  # text: files that are not UTF-8 text: skip (counted, the first few named) | stop (naming it)
+input = ""  # text: a glob of local files, e.g. 'books/*.txt'; stdlib: the directory ("" = this Python's stdlib)
+bad_files = "skip"  # text, stdlib: files that are not UTF-8: skip (counted, the first few named) | stop (naming it)
 # recall: segment 0 states n_facts facts "key value ...", each asked once at the end of a later segment
 seg_len = 16  # tokens per segment
 n_seg = 8  # segments per sample: the distance from a fact to its question reaches n_seg-1
@@ -63,7 +71,7 @@ seed = 1337  # train uses seed, val seed+1
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))]
 
-DATASETS = ("openwebtext", "fineweb", "text", "recall")
+DATASETS = ("openwebtext", "fineweb", "text", "stdlib", "recall")
 SOURCES = {  # load_dataset() arguments, tried in order until one opens; the split is "train", the text in column "text"
     # load_dataset("openwebtext") runs a loading script, which datasets>=4 no longer does: read the parquet files
     # of Skylion007/openwebtext, else one of two parquet mirrors of it; another: --hf_path/--hf_data_files above
@@ -73,9 +81,12 @@ SOURCES = {  # load_dataset() arguments, tried in order until one opens; the spl
     "fineweb": [dict(path="HuggingFaceFW/fineweb-edu", name="sample-10BT")],
 }
 # the settings that decide a dataset's output: a rerun with the same ones finds it prepared already
-TEXT_SETTINGS = ("shard_size", "val_fraction", "max_docs", "hf_path", "hf_name", "hf_data_files", "input")
+TEXT_SETTINGS = ("shard_size", "tokenizer", "val_fraction", "max_docs", "hf_path", "hf_name", "hf_data_files",
+                 "input")
 RECALL_SETTINGS = ("shard_size", "seg_len", "n_seg", "n_facts", "n_keys", "n_values", "n_filler", "n_train", "n_val",
                    "seed")
+BYTES_EOT = 256  # --tokenizer=bytes: the UTF-8 bytes take ids 0..255, so end-of-text is the next one
+EOT_TEXT = "<|endoftext|>"  # how end-of-text decodes, in both text tokenizers
 
 # GPT-2's BPE is tiktoken's r50k_base file, shipped byte-identical in the openai-whisper sdist on PyPI
 WHISPER = "openai-whisper==20250625"
@@ -94,10 +105,15 @@ def resolve(overrides):
         close = difflib.get_close_matches(cfg["dataset"], DATASETS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise SystemExit(f"unknown dataset {cfg['dataset']!r} ({hint}choose one of {', '.join(DATASETS)})")
+    cfg["val_fraction"] = cfg["val_fraction"] or (0.05 if cfg["dataset"] == "stdlib" else 0.0005)
+    if cfg["dataset"] == "stdlib" and not cfg["input"]:
+        cfg["input"] = sysconfig.get_paths()["stdlib"]  # in the settings: another Python's stdlib is another set
     if cfg["shard_size"] < 1 or cfg["num_proc"] < 1 or not 0 <= cfg["val_fraction"] < 1:
         raise SystemExit("need shard_size >= 1, num_proc >= 1 and 0 <= val_fraction < 1")
     if cfg["bad_files"] not in ("skip", "stop"):
         raise SystemExit(f"--bad_files={cfg['bad_files']}: choose skip or stop")
+    if cfg["tokenizer"] not in ("gpt2", "bytes") or (cfg["dataset"] == "recall" and cfg["tokenizer"] != "gpt2"):
+        raise SystemExit(f"--tokenizer={cfg['tokenizer']}: choose gpt2 or bytes, for a text set (recall has its own)")
     return cfg
 
 
@@ -155,10 +171,22 @@ def _sha256(data):
 
 
 def get_tokenizer(meta):
-    """(encode, decode) for a prepared dataset: encode(str) -> list[int], decode(list[int]) -> str."""
+    """(encode, decode) for a prepared dataset: encode(str) -> list[int], decode(list[int]) -> str.
+    In the text tokenizers "<|endoftext|>" encodes to end-of-text and end-of-text decodes to it."""
     if meta["tokenizer"] == "gpt2":
         enc = gpt2_encoding()
-        return (lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})), enc.decode
+        return (lambda s: enc.encode(s, allowed_special={EOT_TEXT})), enc.decode
+    if meta["tokenizer"] == "bytes":
+        pieces = [bytes([i]) for i in range(256)] + [EOT_TEXT.encode()]
+
+        def encode(s):
+            ids = []
+            for n, part in enumerate(s.split(EOT_TEXT)):
+                ids += [BYTES_EOT] * (n > 0) + list(part.encode())
+            return ids
+
+        # a sample can end inside a character, or be no UTF-8 at all: U+FFFD, never an error
+        return encode, lambda ids: b"".join(pieces[i] for i in ids).decode("utf-8", errors="replace")
     if meta["tokenizer"] == "recall":
         itos = meta["itos"]
         stoi = {s: i for i, s in enumerate(itos)}
@@ -170,7 +198,7 @@ def get_tokenizer(meta):
             return [stoi[w] for w in s.split()]
 
         return encode, lambda ids: " ".join(itos[i] for i in ids)
-    raise SystemExit(f"unknown tokenizer {meta['tokenizer']!r} in meta.json (known: gpt2, recall)")
+    raise SystemExit(f"unknown tokenizer {meta['tokenizer']!r} in meta.json (known: gpt2, bytes, recall)")
 
 
 # -----------------------------------------------------------------------------
@@ -223,14 +251,26 @@ def write_json_atomic(path, obj):
 
 
 # -----------------------------------------------------------------------------
-# text sources: HF datasets (openwebtext, fineweb, any other) and local files, one code path
+# text sources: HF datasets (openwebtext, fineweb, any other) and local files (text, stdlib), one code path
+
+def local_files(cfg):
+    """The files of a local text set, sorted: --input's glob (text), or every .py file under --input (stdlib)
+    but the installed packages'."""
+    if cfg["dataset"] == "text":
+        files = glob.glob(os.path.expanduser(cfg["input"]), recursive=True)
+    else:
+        root = cfg["input"]
+        files = [f for f in glob.glob(os.path.join(glob.escape(root), "**", "*.py"), recursive=True)
+                 if not {"site-packages", "dist-packages"} & set(pathlib.Path(f).relative_to(root).parts)]
+    return sorted(f for f in files if os.path.isfile(f))
+
 
 def sources_of(cfg):
     """load_dataset() arguments for the text datasets: a list of sources to try in order."""
-    if cfg["dataset"] == "text":
+    if cfg["dataset"] in ("text", "stdlib"):
         if not cfg["input"]:
             raise SystemExit("--dataset=text needs --input='path/*.txt' (one file = one document)")
-        files = sorted(f for f in glob.glob(os.path.expanduser(cfg["input"]), recursive=True) if os.path.isfile(f))
+        files = local_files(cfg)
         if not files:
             raise SystemExit(f"--input={cfg['input']!r} matches no files")
         bad = [f for f in files if not _is_utf8(f)]  # read here: datasets' text reader fails without naming them
@@ -261,7 +301,7 @@ def _is_utf8(path):
 
 
 def _where(cfg, source):
-    if cfg["dataset"] == "text":
+    if cfg["dataset"] in ("text", "stdlib"):
         return cfg["input"]
     return source.get("data_files") or " ".join(filter(None, (source["path"], source.get("name"))))
 
@@ -300,7 +340,9 @@ def _is_network_error(e):
     return False
 
 
-def _encode_batch(texts):
+def _encode_batch(tokenizer, texts):
+    if tokenizer == "bytes":
+        return [np.append(np.frombuffer(t.encode(), dtype=np.uint8), BYTES_EOT).astype(np.uint16) for t in texts]
     enc = gpt2_encoding()  # per process, loaded from the cache
     return [np.array(ids + [enc.eot_token], dtype=np.uint16) for ids in enc.encode_ordinary_batch(texts)]
 
@@ -322,7 +364,6 @@ def _ordered_map(fn, items, procs):
 
 
 def tokenize_text(cfg, out_dir, sources):
-    enc = gpt2_encoding()
     writers = {split: ShardWriter(out_dir, split, cfg["shard_size"]) for split in ("train", "val")}
     docs = {"train": 0, "val": 0}
     f, i = cfg["val_fraction"], 0
@@ -333,7 +374,8 @@ def tokenize_text(cfg, out_dir, sources):
         total = cfg["max_docs"] or (None if cfg["streaming"] else len(ds))
         batches = (batch["text"] for batch in ds.iter(batch_size=256))
         with tqdm(total=total, unit="docs", desc=f"tokenizing {cfg['dataset']}") as bar:
-            for encoded in _ordered_map(_encode_batch, batches, cfg["num_proc"]):
+            encode = functools.partial(_encode_batch, cfg["tokenizer"])
+            for encoded in _ordered_map(encode, batches, cfg["num_proc"]):
                 parts = {"train": [], "val": []}
                 for ids in encoded:
                     split = "val" if math.ceil((i + 1) * f) > math.ceil(i * f) else "train"
@@ -351,9 +393,14 @@ def tokenize_text(cfg, out_dir, sources):
     if not docs["train"]:
         raise SystemExit(f"{cfg['dataset']} gave {i} document(s): need at least 2, val takes the first")
     shards = {**writers["train"].close(), **writers["val"].close()}
-    described = cfg["input"] if cfg["dataset"] == "text" else source  # not a list of maybe many files
-    return dict(tokenizer="gpt2", vocab_size=enc.n_vocab, eot=enc.eot_token, source=described,
-                train_docs=docs["train"], val_docs=docs["val"], shards=shards)
+    described = cfg["input"] if cfg["dataset"] in ("text", "stdlib") else source  # not a list of maybe many files
+    if cfg["tokenizer"] == "bytes":
+        vocab = dict(tokenizer="bytes", vocab_size=BYTES_EOT + 1, eot=BYTES_EOT,
+                     ids=f"0..255: the UTF-8 bytes; {BYTES_EOT}: end-of-text, decoded as {EOT_TEXT}")
+    else:
+        enc = gpt2_encoding()
+        vocab = dict(tokenizer="gpt2", vocab_size=enc.n_vocab, eot=enc.eot_token)
+    return dict(**vocab, source=described, train_docs=docs["train"], val_docs=docs["val"], shards=shards)
 
 
 # -----------------------------------------------------------------------------
@@ -449,7 +496,7 @@ def prepare(**overrides):
         changed = [k for k in settings if meta.get("settings", {}).get(k) != settings[k]]
         raise SystemExit(f"{out_dir} was prepared with other settings ({', '.join(changed)}); "
                          "--force=True redoes it")
-    if not recall:
+    if cfg["tokenizer"] == "gpt2" and not recall:
         gpt2_encoding()  # fetched if need be, before anything is removed
     os.makedirs(out_dir, exist_ok=True)
     remove_outputs(out_dir)  # stale shards of an earlier or interrupted run

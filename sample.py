@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from attention_map import MapStream, plot, table, write_csv
 from configurator import configure
+from evaluate import warn_if_memory_never_read
 from memory import Memory
 from model import GPT, Stream
 from prepare import get_tokenizer, gpt2_encoding
@@ -129,8 +130,10 @@ if ltm is not None and (type(ltm) is not int or ltm < 0):
     raise SystemExit(f"--ltm={ltm!r}: the LTM snapshots to keep, an int >= 0")
 try:
     if init_from == "resume":
-        model, checkpoint = GPT.from_checkpoint(os.path.join(out_dir, "ckpt.pt"), device)
+        ckpt_path = os.path.join(out_dir, "ckpt.pt")
+        model, checkpoint = GPT.from_checkpoint(ckpt_path, device)
         meta = checkpoint["meta"]
+        warn_if_memory_never_read(checkpoint, ckpt_path)
     else:
         model = GPT.from_pretrained(init_from, dropout=0.0, **overrides).to(device)
         enc = gpt2_encoding()

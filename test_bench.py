@@ -161,3 +161,41 @@ def test_capacity_smoke(tmp_path):
     assert [(r["kind"], r["mem_len"]) for r in rows] == [("memoGPT", 2), ("peer", 2)]
     assert all(set(r["accuracy"]) == {"1", "2"} and all(0 <= a <= 1 for a in r["accuracy"].values()) for r in rows)
     assert "| memoGPT, 2 memory slots |" in proc.stdout and "| peer, 2 memory tokens |" in proc.stdout
+
+
+def test_text_checkpoint_has_a_memory_reset_row(quick, tmp_path, monkeypatch, capsys):
+    """A memoGPT on a text set: the LTM table gets a row with the memory reset before every segment, on the same
+    samples (segment 0 reads an empty memory either way); the recall set keeps its accuracy by distance instead."""
+    assert quick[1]["ltm"]["reset"] is None
+    (tmp_path / "docs").mkdir()
+    for name in ("model.py", "memory.py", "bench.py"):
+        (tmp_path / "docs" / f"{name}.txt").write_text(open(os.path.join(HERE, name)).read())
+    meta = prepare.prepare(dataset="text", input=str(tmp_path / "docs" / "*.txt"), data_dir=str(tmp_path / "data"),
+                           tokenizer="bytes", val_fraction=0.5)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=320, mem_len=4, ltm=2, seg_len=16))
+    torch.save(dict(model=model.state_dict(), model_args=asdict(model.config), meta=meta,
+                    config=dict(dataset="text", seg_len=16, n_seg=4, curriculum=())), tmp_path / "ckpt.pt")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--quick", "--ckpt=ckpt.pt", "--out_dir=out", "--lengths=(64,)",
+                                      "--latency_at=(64,)", "--train_steps=1", "--warmup_steps=0"])
+    runpy.run_path(BENCH, run_name="__main__")
+    result = json.loads((tmp_path / "out" / "results.json").read_text())["ltm"]
+    carried, reset = result["rows"][0]["loss_by_segment"], result["reset"]["loss_by_segment"]
+    assert len(reset) == 4 and reset[0] == pytest.approx(carried[0], abs=1e-5) and reset[1:] != carried[1:]
+    row = "| memory reset before every segment | " + " | ".join(f"{v:.4f}" for v in reset)
+    assert row + f" | {result['reset']['loss']:.4f} |" in capsys.readouterr().out
+
+
+def test_checkpoint_trained_on_one_segment_warns(quick, monkeypatch, capsys):
+    tmp = quick[3]
+    ck = torch.load(tmp / "ckpt.pt", weights_only=False)
+    ck["config"] = {**ck["config"], "n_seg": 1}
+    ck["meta"] = {**ck["meta"], "vocab_size": 0}  # other data: bench.py stops right after the warning
+    torch.save(ck, tmp / "one.pt")
+    monkeypatch.chdir(tmp)
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--quick", "--ckpt=one.pt", "--out_dir=one"])
+    with pytest.raises(SystemExit, match="is not the data one.pt was trained on"):
+        runpy.run_path(BENCH, run_name="__main__")
+    assert capsys.readouterr().err == ("warning: one.pt was trained on one segment per sample (n_seg=1, no curriculum): "
+                                       "its memory was never read in training\n")

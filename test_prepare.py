@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import tarfile
 
 import numpy as np
@@ -48,9 +49,10 @@ def one_line_exit(excinfo):
     return msg
 
 
-def check_text_dataset(out_dir, meta, docs):
+def check_text_dataset(out_dir, meta, docs, tokenizer="gpt2"):
     encode, decode = prepare.get_tokenizer(meta)
-    assert meta["tokenizer"] == "gpt2" and meta["vocab_size"] == 50257 and meta["eot"] == 50256
+    assert meta["tokenizer"] == tokenizer
+    assert (meta["vocab_size"], meta["eot"]) == {"gpt2": (50257, 50256), "bytes": (257, 256)}[tokenizer]
     for name, n in meta["shards"].items():  # counts in meta match the files, no temp names left
         assert os.path.getsize(os.path.join(out_dir, name)) == 2 * n
     assert sorted(os.listdir(out_dir)) == sorted(list(meta["shards"]) + ["meta.json"])
@@ -113,14 +115,59 @@ def test_sources_are_tried_in_order(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "other" / "openwebtext").exists()
 
 
-def test_text_files(tmp_path):
+@pytest.mark.parametrize("tokenizer", ["gpt2", "bytes"])
+def test_text_files(tmp_path, tokenizer):
     for i, d in enumerate(DOCS[:10]):
         (tmp_path / f"{i:02d}.txt").write_text(d, encoding="utf-8")
     (tmp_path / "skip.md").write_text("not matched")
     meta = prepare.prepare(dataset="text", input=str(tmp_path / "*.txt"), data_dir=str(tmp_path / "data"),
-                           val_fraction=0.2)
-    got = check_text_dataset(tmp_path / "data" / "text", meta, DOCS[:10])
+                           val_fraction=0.2, tokenizer=tokenizer)
+    got = check_text_dataset(tmp_path / "data" / "text", meta, DOCS[:10], tokenizer)
     assert len(got["val"]) == 2 and meta["source"] == str(tmp_path / "*.txt")
+    if tokenizer == "bytes":  # one token per UTF-8 byte, one end-of-text per document
+        assert meta["train_tokens"] + meta["val_tokens"] == sum(len(d.encode()) + 1 for d in DOCS[:10])
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", "bytes"])
+def test_stdlib_from_a_directory(tmp_path, capsys, tokenizer):
+    """--dataset=stdlib on a small stand-in for the standard library: every .py file under --input, those of
+    installed packages and files that are not UTF-8 aside, split into train and val by file in sorted order."""
+    root = tmp_path / "lib" / "python3.x"
+    files = {"abc.py": DOCS[1], "json/__init__.py": DOCS[2], "json/decoder.py": DOCS[3], "os.py": DOCS[4],
+             "test/test_json.py": DOCS[6], "test/data/deep.py": DOCS[7], "zipfile.py": DOCS[8],
+             "site-packages/numpy/core.py": "installed, not stdlib", "json/dist-packages/x.py": "installed too",
+             "README.txt": "not a .py file"}
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    (root / "test" / "koi8.py").write_bytes("# привет".encode("koi8-r"))
+    meta = prepare.prepare(dataset="stdlib", input=str(root), data_dir=str(tmp_path / "data"), val_fraction=0.25,
+                           tokenizer=tokenizer)
+    kept = sorted(n for n in files if n.endswith(".py") and "-packages" not in n)
+    got = check_text_dataset(tmp_path / "data" / "stdlib", meta, [files[n] for n in kept], tokenizer)
+    assert got["val"] == [files[n] for n in kept[::4]]  # the 1st and 5th of the 7 sorted files
+    assert got["train"] == [files[n] for i, n in enumerate(kept) if i % 4]
+    assert meta["source"] == meta["settings"]["input"] == str(root)
+    skipped = f"skipping 1 of 8 files that are not UTF-8 text: {root}/test/koi8.py"
+    assert capsys.readouterr().out.splitlines()[0] == skipped
+
+
+def test_stdlib_defaults_to_this_pythons():
+    cfg = prepare.resolve(dict(dataset="stdlib"))
+    assert cfg["input"] == sysconfig.get_paths()["stdlib"] and cfg["val_fraction"] == 0.05  # ~90 files of ~1,800
+    assert prepare.resolve(dict(dataset="text"))["val_fraction"] == 0.0005
+    assert prepare.resolve(dict(dataset="stdlib", val_fraction=0.1))["val_fraction"] == 0.1
+
+
+def test_bytes_tokenizer():
+    """ids are the UTF-8 bytes and end-of-text is 256, written and read as "<|endoftext|>"; any ids decode,
+    bytes that are no UTF-8 (a sample cut inside a character) as U+FFFD."""
+    encode, decode = prepare.get_tokenizer({"tokenizer": "bytes"})
+    assert encode("hé") == [104, 195, 169] and encode("") == []
+    assert encode(f"a{EOT}b") == [97, 256, 98] and encode(EOT + EOT) == [256, 256]
+    for text in DOCS + [f"{EOT}x{EOT}"]:
+        assert decode(encode(text)) == text
+    assert decode([104, 195]) == "h\ufffd" and decode([255, 256, 10]) == f"\ufffd{EOT}\n"
 
 
 @pytest.mark.parametrize("bad_files", ["skip", "stop"])
@@ -276,6 +323,9 @@ def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
     (dict(dataset="recall", n_filler=70_000), "do not fit uint16"),
     (dict(hf_data_files="x.parquet"), "need --hf_path"),
     (dict(dataset="text", input="*.txt", bad_files="ignore"), "--bad_files=ignore: choose skip or stop"),
+    (dict(dataset="text", input="*.txt", tokenizer="chars"), "--tokenizer=chars: choose gpt2 or bytes"),
+    (dict(dataset="recall", tokenizer="bytes"), "for a text set (recall has its own)"),
+    (dict(dataset="stdlib", input="/nonexistent"), "matches no files"),
 ])
 def test_errors_are_one_line(tmp_path, kw, expect):
     with pytest.raises(SystemExit) as e:

@@ -311,3 +311,42 @@ def test_attention_map_png(out, tmp_path, capsys):
         assert capsys.readouterr().err.strip().endswith(f"{tmp_path}/{layers}.png and {tmp_path}/{layers}.csv")
     with open(tmp_path / "mean.csv", newline="") as f:
         assert {row[3] for row in list(csv.reader(f))[1:]} == {"mean over layers"}
+
+
+def test_bytes_checkpoint_reads_a_file_into_memory_and_continues_another(tmp_path, capsys):
+    """A byte-level memoGPT (prepare.py --tokenizer=bytes): --read a Python file of many segments into memory, then
+    continue a prompt file. The output is what model.generate makes from that memory, decoded as one text: the
+    untrained model draws bytes that are no UTF-8, printed as U+FFFD, and never an id past the tokenizer's."""
+    meta = dict(tokenizer="bytes", vocab_size=257, eot=256)
+    enc, dec = prepare.get_tokenizer(meta)
+    model = tiny(vocab_size=320)
+    out_dir = write_checkpoint(tmp_path / "out", model, meta, config=dict(n_seg=4, curriculum=(2,)))
+    doc = "# héllo ✓\n" + open(os.path.join(HERE, "memory.py")).read()[:20 * S]
+    (tmp_path / "long.py").write_text(doc)
+    (tmp_path / "prompt.py").write_text("def f(x):\n    return")
+    n = 3 * S
+    run(f"--out_dir={out_dir}", f"--read={tmp_path}/long.py", f"--start=FILE:{tmp_path}/prompt.py", "--num_samples=1",
+        f"--max_new_tokens={n}", "--temperature=1.0", "--top_k=None", "--seed=5")
+    ids = enc(doc)
+    _, _, mem = model(torch.tensor([ids + [meta["eot"]] * (-len(ids) % S)]))
+    torch.manual_seed(5)
+    new = model.generate(torch.tensor([enc("def f(x):\n    return")]), n, temperature=1.0, mem=mem,
+                         vocab_size=257)[0].tolist()
+    assert "\ufffd" in dec(new) and max(new) <= 256  # the case this test is about
+    out, err = capsys.readouterr()
+    assert out == dec(new) + SEP
+    assert err.splitlines()[-1] == (f"read {len(ids)} tokens of {tmp_path}/long.py into memory ({-(-len(ids) // S)} "
+                                    f"segments, the last padded with {-len(ids) % S} end-of-text tokens)")
+
+
+def test_a_memory_never_read_in_training_is_warned_of(tmp_path, capsys):
+    """A memoGPT trained on one segment per sample (train.py's config n_seg 1, no curriculum) never read its memory:
+    one line says so; a plain GPT's, or a memoGPT's trained across segments, nothing."""
+    one = write_checkpoint(tmp_path / "one", tiny(), config=dict(n_seg=1, curriculum=()))
+    run(f"--out_dir={one}", "--num_samples=0")
+    assert capsys.readouterr().err == (f"warning: {one}/ckpt.pt was trained on one segment per sample (n_seg=1, no "
+                                       "curriculum): its memory was never read in training\n")
+    for out_dir, model, config in (("plain", tiny(mem_len=0), dict(n_seg=1, curriculum=())),
+                                   ("grown", tiny(), dict(n_seg=1, curriculum=(2,)))):
+        run(f"--out_dir={write_checkpoint(tmp_path / out_dir, model, config=config)}", "--num_samples=0")
+        assert capsys.readouterr().err == ""

@@ -80,7 +80,7 @@ def test_config_file_with_a_syntax_error_is_named(tmp_path):
     ("--gradient_accumulation_steps=0", "--gradient_accumulation_steps=0: must be >= 1"),
     ("--eval_ltm=-1", "--eval_ltm=-1: the LTM snapshots kept at evaluation, an int >= 0, for a model with memory"),
     ("--dataset=nosuch", "no dataset at data/nosuch: make it with python prepare.py --dataset=KIND --name=nosuch, "
-                         "KIND one of openwebtext, fineweb, text, recall"),
+                         "KIND one of openwebtext, fineweb, text, stdlib, recall"),
 ])
 def test_bad_settings_stop_with_one_line(work, monkeypatch, arg, message):
     with pytest.raises(SystemExit) as e:
@@ -297,3 +297,77 @@ def test_plain_gpt_reads_each_segment_as_its_own_window(work):
     a, _ = read_samples(model, x, None, SEG)
     b, _ = read_samples(model, x2, None, SEG)
     assert not torch.equal(a[:, :SEG], b[:, :SEG]) and torch.equal(a[:, SEG:], b[:, SEG:])
+
+
+@pytest.fixture
+def stdlib(tmp_path, monkeypatch):
+    """A stand-in for the standard library (this project's own sources) in data/stdlib as bytes, config/stdlib.py's
+    data; val is the first of the four files, memory.py."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    for name in ("memory.py", "model.py", "prepare.py", "train.py"):
+        (root / name).write_text(open(os.path.join(HERE, name)).read())
+    meta = prepare(data_dir=str(tmp_path / "data"), dataset="stdlib", input=str(root), tokenizer="bytes",
+                   val_fraction=0.25)
+    monkeypatch.chdir(tmp_path)
+    return meta
+
+
+TEXT = ["--dataset=stdlib", "--seg_len=8", "--n_layer=1", "--n_head=2", "--n_embd=16", "--batch_size=2",
+        "--eval_iters=2", "--warmup_iters=1", "--max_iters=8", "--eval_interval=8"]
+
+
+def train_text(monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["train.py", *TEXT, *args])
+    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+
+
+def test_memogpt_without_n_seg_reads_its_memory_in_training(stdlib, monkeypatch, capsys):
+    """`train.py --mem_len=.. --ltm=..` trains across segments (2 for a quarter of the run, then 4) and says so in
+    one line; a resume chooses the same from the checkpoint's memory; the plain GPT keeps one segment per sample."""
+    capsys.readouterr()
+    train_text(monkeypatch, "--mem_len=2", "--ltm=1", "--out_dir=memo")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "memoGPT without --n_seg: 2 -> 4 segments per sample, 2 iterations per stage before the last (--n_seg, "
+        "--curriculum and --stage_iters choose others)")
+    ck = load("memo/ckpt.pt")
+    assert (ck["config"]["n_seg"], ck["config"]["curriculum"], ck["config"]["stage_iters"]) == (4, (2,), 2)
+    with pytest.raises(SystemExit):
+        train_text(monkeypatch, "--out_dir=memo", "--init_from=resume", "--eval_only=True")  # no --mem_len
+    assert [r["n_seg"] for r in log("memo/log.jsonl")] == [2, 4, 4]
+    capsys.readouterr()
+    train_text(monkeypatch, "--mem_len=0", "--out_dir=gpt")
+    assert "without --n_seg" not in capsys.readouterr().out
+    assert load("gpt/ckpt.pt")["config"]["n_seg"] == 1 and [r["n_seg"] for r in log("gpt/log.jsonl")] == [1, 1]
+
+
+def test_text_set_evaluation_resets_the_memory_too(stdlib, monkeypatch, capsys):
+    """memoGPT on a text set: every evaluation logs and prints the val loss by segment with the memory carried and
+    with it reset before every segment, and their difference; segment 0 reads an empty memory either way."""
+    capsys.readouterr()
+    train_text(monkeypatch, "--mem_len=2", "--ltm=1", "--n_seg=3", "--out_dir=memo")
+    printed = capsys.readouterr().out.splitlines()
+    for record, line in zip(log("memo/log.jsonl"), printed[1:], strict=True):
+        carried, reset, gain = (record[k] for k in ("val_loss_by_segment", "val_loss_by_segment_reset",
+                                                    "memory_gain_by_segment"))
+        assert len(carried) == len(reset) == len(gain) == 3 and abs(gain[0]) < 1e-4
+        assert gain == pytest.approx([r - c for r, c in zip(reset, carried)], abs=2e-4) and gain[1] != 0
+        assert f"with the memory reset before every segment {reset} (gain {gain})" in line
+    train_text(monkeypatch, "--mem_len=0", "--n_seg=3", "--out_dir=gpt")
+    assert "memory_gain_by_segment" not in log("gpt/log.jsonl")[-1]
+
+
+def test_recall_evaluation_keeps_to_accuracy_by_distance(work, monkeypatch):
+    train(monkeypatch, "--max_iters=0", "--out_dir=out")
+    assert "recall_accuracy" in log("out/log.jsonl")[0] and "memory_gain_by_segment" not in log("out/log.jsonl")[0]
+
+
+def test_stdlib_config_trains(stdlib, monkeypatch):
+    """config/stdlib.py starts and trains on a small data/stdlib of bytes (its schedule shortened)."""
+    assert stdlib["tokenizer"] == "bytes" and stdlib["val_docs"] == 1
+    monkeypatch.setattr(sys, "argv", ["train.py", os.path.join(HERE, "config", "stdlib.py"), "--max_iters=3",
+                                      "--stage_iters=1", "--eval_interval=3", "--eval_iters=1", "--out_dir=out"])
+    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    first, last = log("out/log.jsonl")
+    assert (first["n_seg"], last["n_seg"]) == (2, 8) and len(last["memory_gain_by_segment"]) == 8
+    assert last["val_loss"] < first["val_loss"] and load("out/ckpt.pt")["model_args"]["vocab_size"] == 320

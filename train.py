@@ -10,6 +10,8 @@ empty memory, with gradients through the memory (bptt segments back, 0 = all); t
 GPT reads each segment as its own window (model.read_samples). Long-distance memory is not
 learned at full length from scratch, so a curriculum grows the segments per sample: the
 stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to the end.
+Without --n_seg a memoGPT trains on 2 segments per sample for a quarter of max_iters, then on 4,
+so that what its memory writes is read back (`python train.py --mem_len=32 --ltm=4` trains a memory).
 """
 import json
 import math
@@ -44,7 +46,8 @@ dataset = "openwebtext"  # data/<dataset>/, made by prepare.py --dataset=<datase
 gradient_accumulation_steps = 1  # over all processes: each of N DDP processes does 1/N of them
 batch_size = 8           # samples per micro-step
 seg_len = 1024           # tokens per segment
-n_seg = 1                # segments per sample in the last (or only) curriculum stage
+n_seg = 0                # segments per sample in the last (or only) curriculum stage; 0 = 1 for the plain GPT,
+                         # 4 for memoGPT (after a curriculum, see below)
 curriculum = ()          # n_seg of the stages before, e.g. (1, 2, 4); () = n_seg from the start
 stage_iters = 0          # iterations per curriculum stage
 answer_loss = False      # recall set: loss on the answer tokens only (all else is noise to predict)
@@ -93,8 +96,8 @@ if ddp:
 else:
     rank, world = 0, 1
 master = rank == 0
-too_small = [f"--{k}={config[k]}" for k in ("batch_size", "gradient_accumulation_steps", "seg_len", "n_seg",
-                                            "eval_interval", "eval_iters") if config[k] < 1]
+too_small = [f"--{k}={config[k]}" for k in ("batch_size", "gradient_accumulation_steps", "seg_len", "eval_interval",
+                                            "eval_iters") if config[k] < 1] + [f"--n_seg={n_seg}"] * (n_seg < 0)
 if too_small:
     raise SystemExit(f"{' '.join(too_small)}: must be >= 1")
 if gradient_accumulation_steps % world:
@@ -111,17 +114,8 @@ try:
 except FileNotFoundError as e:
     raise SystemExit(str(e)) from None
 recall = meta["tokenizer"] == "recall"
-stages = (*curriculum, n_seg)
-if recall and (seg_len != meta["seg_len"] or max(stages) > meta["n_seg"]):
-    raise SystemExit(f"{data_dir} holds samples of {meta['n_seg']} segments of {meta['seg_len']} tokens: train with "
-                     f"--seg_len={meta['seg_len']} and n_seg <= {meta['n_seg']}, or remake it with prepare.py")
-if curriculum and stage_iters < 1:
-    raise SystemExit(f"curriculum {curriculum} needs --stage_iters, the iterations of each stage")
 if answer_loss and not recall:
     raise SystemExit(f"answer_loss needs the recall set; {dataset} has no answers")
-if answer_loss and min(stages) < 2:
-    raise SystemExit(f"with answer_loss, every curriculum stage needs n_seg >= 2 (the first question is in "
-                     f"segment 1), got n_seg stages {stages}")
 
 # model
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -160,6 +154,26 @@ if model.config.mem_len > 0 and model.config.seg_len != seg_len:
 if model.config.vocab_size < meta["vocab_size"] or seg_len > model.config.block_size:
     raise SystemExit(f"the {init_from} model (vocab {model.config.vocab_size}, block_size {model.config.block_size}) "
                      f"cannot read {dataset} (vocab {meta['vocab_size']}) in segments of seg_len={seg_len}")
+if n_seg == 0:  # chosen by the model's mem_len (on a resume the checkpoint's: as the run it resumes chose)
+    # one segment per sample never reads what the memory wrote. Memory is learned at distance 1 first (without a
+    # curriculum config/recall.py stayed at chance), so 2 segments for a quarter of the run, then 4
+    n_seg = 4 if model_args["mem_len"] else 1
+    if model_args["mem_len"] and not curriculum:
+        curriculum, stage_iters = (2,), stage_iters or max(1, max_iters // 4)
+    if model_args["mem_len"] and master:
+        print(f"memoGPT without --n_seg: {' -> '.join(map(str, (*curriculum, n_seg)))} segments per sample, "
+              f"{stage_iters} iterations per stage before the last (--n_seg, --curriculum and --stage_iters choose "
+              "others)")
+config.update(n_seg=n_seg, curriculum=curriculum, stage_iters=stage_iters)  # what the checkpoint says was trained
+stages = (*curriculum, n_seg)
+if recall and (seg_len != meta["seg_len"] or max(stages) > meta["n_seg"]):
+    raise SystemExit(f"{data_dir} holds samples of {meta['n_seg']} segments of {meta['seg_len']} tokens: train with "
+                     f"--seg_len={meta['seg_len']} and n_seg <= {meta['n_seg']}, or remake it with prepare.py")
+if curriculum and stage_iters < 1:
+    raise SystemExit(f"curriculum {curriculum} needs --stage_iters, the iterations of each stage")
+if answer_loss and min(stages) < 2:
+    raise SystemExit(f"with answer_loss, every curriculum stage needs n_seg >= 2 (the first question is in "
+                     f"segment 1), got n_seg stages {stages}")
 model.to(device)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
@@ -215,17 +229,27 @@ def get_batch(rng, shards, n, segs):
 
 @torch.no_grad()
 def evaluate(segs):
-    """Val loss and per-segment val loss on fixed val batches; recall accuracy by distance."""
+    """Val loss and per-segment val loss on fixed val batches; memoGPT on a text set: also with its memory reset
+    before every segment, and the gain, reset minus carried (what the memory carries); recall accuracy by distance."""
     eval_model.eval()
     rng = np.random.default_rng(seed)  # the same batches every time, apart from the training stream
-    sums, counts = torch.zeros(segs), torch.zeros(segs)
+    carries = (True, False) if model_args["mem_len"] and not recall else (True,)
+    sums, counts = torch.zeros(len(carries), segs), torch.zeros(segs)
     for _ in range(eval_iters):
         x, y = get_batch(rng, val_data, batch_size, segs)
-        with ctx:
-            s, c = segment_loss_sums(eval_model, x, y, seg_len, ltm=eval_ltm)
-        sums, counts = sums + s, counts + c
-    out = {"val_loss": (sums.sum() / counts.sum()).item(),
-           "val_loss_by_segment": [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]}
+        for i, carry in enumerate(carries):
+            with ctx:
+                s, c = segment_loss_sums(eval_model, x, y, seg_len, carry, ltm=eval_ltm)
+            sums[i] += s
+        counts += c
+
+    def by_segment(sums):
+        return [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]
+
+    out = {"val_loss": (sums[0].sum() / counts.sum()).item(), "val_loss_by_segment": by_segment(sums[0])}
+    if len(carries) == 2:
+        out["val_loss_by_segment_reset"] = by_segment(sums[1])
+        out["memory_gain_by_segment"] = by_segment(sums[1] - sums[0])
     if recall:
         with ctx:
             acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device, ltm=eval_ltm)
@@ -271,6 +295,8 @@ def log_eval(train_loss, tokens_per_s):
     best_val_loss = min(best_val_loss, record["val_loss"])
     tqdm.write(f"iter {iter_num}: n_seg {segs}" + (f", ltm {eval_ltm}" if eval_ltm is not None else "")
                + f", val loss {record['val_loss']:.4f}, by segment {record['val_loss_by_segment']}"
+               + (f", with the memory reset before every segment {record['val_loss_by_segment_reset']} (gain "
+                  f"{record['memory_gain_by_segment']})" if "memory_gain_by_segment" in record else "")
                + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
