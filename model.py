@@ -382,16 +382,19 @@ class GPT(nn.Module):
 def read_samples(model, x, y, seg_len, carry=True, bptt=0, ltm=None):
     """
     How a batch of samples (B, n_seg * seg_len) is read, in training and in every evaluation: memoGPT
-    segment by segment with its memory carried across (bptt, ltm: as in GPT.forward); carry=False or the
-    plain GPT (mem_len=0): each segment as its own window, from an empty memory. So the plain GPT's
-    context is the segment a token is in, what memoGPT's tokens attend to besides the memory.
-    model may be wrapped (DDP, torch.compile): it is called, never reached into. Returns logits, loss.
+    segment by segment with its memory carried across (bptt, ltm: as in GPT.forward); the plain GPT
+    (mem_len=0) the whole sample as one window if it fits its block_size, else each segment as its own
+    window (its context is then the segment a token is in, what memoGPT's tokens attend to besides the
+    memory). carry=False: each segment alone, from an empty memory, for either. model may be wrapped
+    (DDP, torch.compile): it is called, never reached into. Returns logits, loss.
     """
-    if getattr(model, "module", model).config.mem_len > 0 and carry:
+    B, T = x.shape
+    cfg = getattr(model, "module", model).config
+    if carry and cfg.mem_len > 0:
         logits, loss, _ = model(x, y, bptt=bptt, ltm=ltm)
         return logits, loss
-    B, T = x.shape
-    logits, loss, _ = model(x.reshape(-1, seg_len), None if y is None else y.reshape(-1, seg_len))
+    window = T if carry and T <= cfg.block_size else seg_len
+    logits, loss, _ = model(x.reshape(-1, window), None if y is None else y.reshape(-1, window))
     return logits.view(B, T, -1), loss
 
 

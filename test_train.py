@@ -352,7 +352,7 @@ def test_text_set_evaluation_resets_the_memory_too(stdlib, monkeypatch, capsys):
                                                     "memory_gain_by_segment"))
         assert len(carried) == len(reset) == len(gain) == 3 and abs(gain[0]) < 1e-4
         assert gain == pytest.approx([r - c for r, c in zip(reset, carried)], abs=2e-4) and gain[1] != 0
-        assert f"with the memory reset before every segment {reset} (gain {gain})" in line
+        assert f"every segment read alone (memory reset) {reset} (gain {gain})" in line
     train_text(monkeypatch, "--mem_len=0", "--n_seg=3", "--out_dir=gpt")
     assert "memory_gain_by_segment" not in log("gpt/log.jsonl")[-1]
 
@@ -371,3 +371,18 @@ def test_stdlib_config_trains(stdlib, monkeypatch):
     first, last = log("out/log.jsonl")
     assert (first["n_seg"], last["n_seg"]) == (2, 8) and len(last["memory_gain_by_segment"]) == 8
     assert last["val_loss"] < first["val_loss"] and load("out/ckpt.pt")["model_args"]["vocab_size"] == 320
+
+
+def test_plain_gpt_with_a_long_window_reads_whole_samples():
+    """A plain GPT whose block_size holds the sample reads it whole (a token sees the segments before it);
+    carry=False still reads every segment alone."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=NSEG * SEG, vocab_size=16, seg_len=SEG)).eval()
+    x = torch.randint(0, 16, (1, NSEG * SEG))
+    x2 = x.clone()
+    x2[0, 0] = (x[0, 0] + 1) % 16
+    with torch.no_grad():
+        whole, alone = read_samples(model, x, None, SEG)[0], read_samples(model, x, None, SEG, carry=False)[0]
+        torch.testing.assert_close(whole, model(x)[0])
+        assert not torch.equal(whole[:, SEG:], read_samples(model, x2, None, SEG)[0][:, SEG:])
+        assert torch.equal(alone[:, SEG:], read_samples(model, x2, None, SEG, carry=False)[0][:, SEG:])

@@ -58,6 +58,7 @@ n_embd = 768
 dropout = 0.0
 bias = True
 mem_len = 0              # short-term memory slots; 0 = plain GPT
+block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg_len reads whole samples
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
@@ -79,7 +80,7 @@ compile = False          # torch.compile the model
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
                          # (two threads then stall each other at every op)
 seed = 1337
-MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn")
+MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
 model_defaults = {k: globals()[k] for k in MODEL_SETTINGS}
 config = configure(globals())
 if threads:
@@ -125,8 +126,8 @@ ckpt = None
 torch.manual_seed(seed + rank)  # the initial weights (DDP copies rank 0's to all), then dropout
 try:
     if init_from == "scratch":  # vocab padded up to a multiple of 64, which is faster
-        model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=seg_len, bias=bias,
-                              vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
+        model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or seg_len,
+                              bias=bias, vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
                               ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn))
     elif init_from == "resume":
         model, ckpt = GPT.from_checkpoint(ckpt_path, device)
@@ -229,11 +230,13 @@ def get_batch(rng, shards, n, segs):
 
 @torch.no_grad()
 def evaluate(segs):
-    """Val loss and per-segment val loss on fixed val batches; memoGPT on a text set: also with its memory reset
-    before every segment, and the gain, reset minus carried (what the memory carries); recall accuracy by distance."""
+    """Val loss and per-segment val loss on fixed val batches; on a text set, a model that reads past a segment
+    (memoGPT, or a plain GPT reading whole samples): also with every segment read alone (memory reset), and the
+    gain, alone minus carried (what the memory, or the longer window, carries); recall accuracy by distance."""
     eval_model.eval()
     rng = np.random.default_rng(seed)  # the same batches every time, apart from the training stream
-    carries = (True, False) if model_args["mem_len"] and not recall else (True,)
+    reads_past = model_args["mem_len"] or model_args["block_size"] > seg_len
+    carries = (True, False) if reads_past and not recall else (True,)
     sums, counts = torch.zeros(len(carries), segs), torch.zeros(segs)
     for _ in range(eval_iters):
         x, y = get_batch(rng, val_data, batch_size, segs)
@@ -295,7 +298,7 @@ def log_eval(train_loss, tokens_per_s):
     best_val_loss = min(best_val_loss, record["val_loss"])
     tqdm.write(f"iter {iter_num}: n_seg {segs}" + (f", ltm {eval_ltm}" if eval_ltm is not None else "")
                + f", val loss {record['val_loss']:.4f}, by segment {record['val_loss_by_segment']}"
-               + (f", with the memory reset before every segment {record['val_loss_by_segment_reset']} (gain "
+               + (f", every segment read alone (memory reset) {record['val_loss_by_segment_reset']} (gain "
                   f"{record['memory_gain_by_segment']})" if "memory_gain_by_segment" in record else "")
                + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
     os.makedirs(out_dir, exist_ok=True)
