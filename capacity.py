@@ -130,7 +130,8 @@ def train(kind, mem_len, vocab_size):
     model, optimizer = build(kind, mem_len, vocab_size)
     model.to(device).train()
     rng, stages = np.random.default_rng(seed), (*curriculum, n_seg)
-    for it in tqdm(range(iters), desc=f"training {kind} M={mem_len}", leave=False):
+    # a bar on a terminal; a redirected log gets the one line per row below, not a stream of updates
+    for it in tqdm(range(iters), desc=f"training {kind} M={mem_len}", leave=False, disable=not sys.stderr.isatty()):
         lr = learning_rate * min(1, (it + 1) / 50) * (0.1 + 0.45 * (1 + math.cos(math.pi * it / iters)))
         for group in optimizer.param_groups:
             group["lr"] = lr
