@@ -7,7 +7,9 @@ Measure what memoGPT claims, with the plain GPT-2 baseline beside it:
     process, so that whatever else runs on the machine slows them alike
  3. training tokens/s, memoGPT against the plain GPT of the same size and total length
  4. with --ckpt: per-segment val loss by LTM size (the paper's second table) and recall
-    accuracy by distance, same weights (the LTM adds no parameters)
+    accuracy by distance, same weights (the LTM adds no parameters); for a recall checkpoint also recall
+    on samples `longer` times the trained length, made on the fly, and the memory over stable_segments
+    segments of random tokens (finite, bounded)
 
     python bench.py                          # GPT-2 medium shape, random weights
     python bench.py --quick                  # tiny shapes in seconds (the smoke test)
@@ -38,6 +40,7 @@ from configurator import configure
 from data import load_meta, open_split, recall_xy, sample_batch
 from evaluate import recall_accuracy, segment_loss_sums, warn_if_memory_never_read
 from model import GPT, GPTConfig, Stream
+from prepare import recall_samples
 
 out_dir = "bench_out"
 quick = False            # tiny shapes, seconds: the smoke test (a bare --quick works too)
@@ -56,6 +59,10 @@ batch_size = 1           # training and part 4
 ckpt = ""                # train.py's out_dir/ckpt.pt: adds part 4
 ltms = (0, 1, 2, 4, 8)   # part 4: LTM sizes to evaluate the checkpoint's weights with
 eval_samples = 32        # part 4: val samples
+eval_batch = 32          # part 4: samples per forward
+longer = (2, 4, 16)      # part 4, recall: samples this many times the trained n_seg, made like prepare.py's
+long_samples = 256       # part 4, recall: samples of each longer length
+stable_segments = 10000  # part 4, recall: segments of random tokens read after training
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "float32"        # float32 like the paper (1416 MB at 64 tokens ~ GPT-2 medium's fp32 weights)
 compile = False          # torch.compile the training models
@@ -73,7 +80,7 @@ SHAPES = {  # random weights: memory and speed do not depend on their values
 }
 QUICK = dict(shapes="tiny", mem_len=8, ltm=2, seg_len=32, lengths=(64, 1024, 4096), feed_chunk=32,
              latency_at=(1024, 4096), latency_tokens=8, train_steps=2, ltms=(0, 1, 2), eval_samples=8, batch_size=2,
-             threads=1)
+             eval_batch=8, longer=(2, 4), long_samples=16, stable_segments=100, threads=1)
 # the source paper's GPU figures (MB) at 64/128/256/512/1024 tokens, and its LTM table (untrained
 # Qwen-1.5B, mem 32, 64-token input: mean loss over 512 / 1024 tokens by LTM size)
 PAPER_LENGTHS = (64, 128, 256, 512, 1024)
@@ -248,9 +255,9 @@ def ltm_eval():
 
     def losses(**kw):  # segment_loss_sums' carry and ltm
         sums, counts = torch.zeros(cfg["n_seg"]), torch.zeros(cfg["n_seg"])
-        for i in range(0, len(x), batch_size):
+        for i in range(0, len(x), eval_batch):
             with ctx:
-                s, c = segment_loss_sums(model, x[i:i + batch_size], y[i:i + batch_size], S, **kw)
+                s, c = segment_loss_sums(model, x[i:i + eval_batch], y[i:i + eval_batch], S, **kw)
             sums, counts = sums + s, counts + c
         by_segment = [s / c if c else None for s, c in zip(sums.tolist(), counts.tolist())]
         return dict(loss_by_segment=by_segment, loss=(sums.sum() / counts.sum()).item())
@@ -258,13 +265,58 @@ def ltm_eval():
     out = []
     for k in tqdm(ltms if model.config.mem_len else (0,), desc="LTM sizes", leave=False):
         with ctx:
-            acc = recall_accuracy(model, val[0], meta, eval_samples, batch_size, device, ltm=k) if recall else {}
+            acc = recall_accuracy(model, val[0], meta, eval_samples, eval_batch, device, ltm=k) if recall else {}
         out.append(dict(ltm=k, **losses(ltm=k), recall_by_distance=acc))
     # text: what the memory carries, the same samples with it reset before every segment (any ltm: none is kept)
     reset = losses(carry=False) if model.config.mem_len and not recall else None
+    memory = recall and model.config.mem_len
     return dict(ckpt=ckpt, mem_len=model.config.mem_len, trained_ltm=ck["model_args"]["ltm"], seg_len=S,
                 n_seg=cfg["n_seg"], dataset=cfg["dataset"], answer_loss=bool(cfg.get("answer_loss")), rows=out,
-                reset=reset)
+                reset=reset, longer=long_recall(model, meta, cfg["n_seg"]) if memory else None,
+                stable=stability(model, S, meta["vocab_size"]) if memory else None)
+
+
+def band(d, n):
+    """Distance d's band: 1..n-1 (as trained, n the trained n_seg), then n..2n-1, 2n..4n-1, ..."""
+    if d < n:
+        return f"1-{n - 1}"
+    while 2 * n <= d:
+        n *= 2
+    return f"{n}-{2 * n - 1}"
+
+
+@torch.no_grad()
+def long_recall(model, meta, n_seg):
+    """Recall accuracy by distance band on samples `longer` times the trained n_seg, made on the fly as prepare.py
+    makes the recall set (same keys, values, filler and seg_len), each band the mean over its distances."""
+    out = []
+    for k in tqdm(longer, desc="longer samples", leave=False):
+        n = k * n_seg
+        data = recall_samples(long_samples, dict(meta["settings"], n_seg=n), np.random.default_rng(seed + k))
+        with ctx:
+            acc = recall_accuracy(model, data.reshape(-1), dict(meta, n_seg=n, sample_len=n * meta["seg_len"]),
+                                  long_samples, eval_batch, device)
+        bands = {}
+        for d, a in acc.items():
+            bands.setdefault(band(d, n_seg), []).append(a)
+        out.append(dict(times=k, n_seg=n, by_band={b: statistics.mean(v) for b, v in bands.items()}))
+    return out
+
+
+@torch.no_grad()
+def stability(model, S, vocab_size, chunk=10):
+    """The trained memory over stable_segments segments of random tokens: STM norm (all slots) after every
+    chunk of segments, and whether logits, STM and LTM stayed finite."""
+    g = torch.Generator().manual_seed(seed)
+    mem, norms, finite = None, [], True
+    for _ in tqdm(range(max(1, stable_segments // chunk)), desc=f"{stable_segments} random segments", leave=False):
+        with ctx:
+            logits, _, mem = model(torch.randint(vocab_size, (1, chunk * S), generator=g).to(device), mem=mem)
+        norms.append(mem.stm.float().norm().item())
+        finite = finite and bool(logits.isfinite().all() and mem.stm.isfinite().all()
+                                 and all(t.isfinite().all() for t in mem.ltm))
+    return dict(segments=mem.n_seg, stm_norm_first=norms[0], stm_norm_min=min(norms), stm_norm_max=max(norms),
+                finite=finite)
 
 
 def table(header, rows):
@@ -390,6 +442,17 @@ if ltm_result:
         dist = sorted(r0[0]["recall_by_distance"])
         print("\n## Recall accuracy by distance (segments from fact to question)\n")
         print(table(["ltm", *dist], [[r["ltm"], *(f"{r['recall_by_distance'][d]:.3f}" for d in dist)] for r in r0]))
+    if ltm_result["longer"]:
+        bands = list(ltm_result["longer"][-1]["by_band"])
+        print(f"\n## Recall on longer samples than trained ({ltm_result['n_seg']} segments), by distance band: "
+              f"{long_samples} samples made on the fly, mean over each band's distances, ltm as trained\n")
+        print(table(["segments", *bands], [[f"{r['n_seg']} ({r['times']}x)", *(f"{r['by_band'][b]:.3f}"
+                                            if b in r["by_band"] else "" for b in bands)]
+                                          for r in ltm_result["longer"]]))
+        st = ltm_result["stable"]
+        print(f"\nAfter {st['segments']:,} segments of random tokens: STM norm {st['stm_norm_min']:.2f}.."
+              f"{st['stm_norm_max']:.2f} (first reading {st['stm_norm_first']:.2f}); logits, STM and LTM "
+              f"{'all finite' if st['finite'] else 'NOT FINITE'}")
 else:
     print("\n(part 4, loss by LTM size and recall by distance: pass --ckpt=out_dir/ckpt.pt)")
 print("\n## The paper's LTM table (untrained Qwen-1.5B, mem 32, 64-token input): mean loss over 512 / 1024 tokens\n")

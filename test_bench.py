@@ -88,6 +88,14 @@ def test_ltm_table(quick):
     for r in results["ltm"]["rows"]:
         assert sorted(map(int, r["recall_by_distance"])) == list(range(1, 8))
         assert all(0 <= a <= 1 for a in r["recall_by_distance"].values())
+    # samples 2x and 4x the trained 8 segments, made on the fly: distances 1-7 as trained, then 8-15, 16-31
+    longer = results["ltm"]["longer"]
+    assert [(r["times"], r["n_seg"], list(r["by_band"])) for r in longer] == [
+        (2, 16, ["1-7", "8-15"]), (4, 32, ["1-7", "8-15", "16-31"])]
+    assert all(0 <= a <= 1 for r in longer for a in r["by_band"].values())
+    stable = results["ltm"]["stable"]
+    assert stable["segments"] == 100 and stable["finite"]
+    assert 0 < stable["stm_norm_min"] <= stable["stm_norm_first"] <= stable["stm_norm_max"]
 
 
 def test_generated_state_equals_fed_state(quick, tmp_path):
