@@ -366,6 +366,21 @@ def plot(cells, latency, path):
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), "wb")
 
 
+def plot_longer(longer, path):
+    """Recall accuracy by distance band, a line per sample length (part 4 on a recall checkpoint)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in longer:
+        ax.plot(list(r["by_band"]), list(r["by_band"].values()), "o-", label=f"samples of {r['n_seg']} segments")
+    ax.set(xlabel="distance from fact to question (segments)", ylabel="exact answers", ylim=(0, 1.02),
+           title=f"recall beyond the trained {longer[0]['n_seg'] // longer[0]['times']} segments")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), "wb")
+
+
 def goal(name, ok, detail, shape):
     # the goals are about GPT-2-sized shapes: on the tiny one (--quick, a smoke test of the code paths) none is judged
     status = "n/a (tiny shapes)" if shape == "tiny" else "n/a" if ok is None else ("PASS" if ok else "FAIL")
@@ -495,6 +510,9 @@ write_atomic(os.path.join(out_dir, "memory.csv"), write_csv)
 try:
     plot(cells, latency, os.path.join(out_dir, "bench.png"))
     plotted = "bench.png, "
+    if ltm_result and ltm_result["longer"]:
+        plot_longer(ltm_result["longer"], os.path.join(out_dir, "recall_longer.png"))
+        plotted += "recall_longer.png, "
 except ImportError:
     plotted = ""
     print("\nmatplotlib is not installed: no plots (pip install matplotlib for bench.png)")
