@@ -236,6 +236,32 @@ def test_bptt_truncates_gradients(bptt, reaches_segment_0):
     assert model.mem_init.grad.abs().sum() > 0 or bptt == 1
 
 
+
+def grads(model, idx, **kw):
+    """Every parameter's gradient of the loss over all tokens (None, no gradient, as zeros)."""
+    model.zero_grad(set_to_none=True)
+    logits, loss, _ = model(idx, idx, **kw)
+    loss.backward()
+    return logits.detach(), {n: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                             for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("bptt", [0, 2])
+def test_recompute_gives_the_same_gradients(bptt):
+    """Recomputing each segment in the backward pass changes what is kept, not what is computed: with the LTM,
+    the gated STM write and BPTT truncation, the same gradients (dropout replayed from the same RNG state)."""
+    model = tiny(dropout=0.1).train()
+    idx = tokens(5 * S)
+    torch.manual_seed(2)
+    logits, plain = grads(model, idx, bptt=bptt)
+    torch.manual_seed(2)
+    logits_r, recomputed = grads(model, idx, bptt=bptt, recompute=True)
+    torch.testing.assert_close(logits_r, logits, rtol=0, atol=1e-5)
+    for name, g in plain.items():
+        assert g.abs().sum() > 0, name
+        torch.testing.assert_close(recomputed[name], g, rtol=0, atol=1e-5, msg=name)
+
+
 # --- the memory state ---
 
 def test_memory_stays_bounded_over_1000_segments():

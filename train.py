@@ -62,6 +62,7 @@ block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
+recompute = False        # recompute each segment in the backward pass: activation memory ~flat in n_seg, ~1/3 more work
 # AdamW, cosine learning rate with linear warmup
 learning_rate = 6e-4
 max_iters = 5000
@@ -345,7 +346,7 @@ while True:
         if ddp:  # all-reduce the gradients only at the last micro-step
             model.require_backward_grad_sync = micro == accum - 1
         with ctx:
-            _, loss = read_samples(model, x_all[rows], y_all[rows], seg_len, bptt=bptt)
+            _, loss = read_samples(model, x_all[rows], y_all[rows], seg_len, bptt=bptt, recompute=recompute)
         loss = loss / accum
         loss_sum += loss.detach()
         scaler.scale(loss).backward()
