@@ -262,6 +262,21 @@ def test_recompute_gives_the_same_gradients(bptt):
         torch.testing.assert_close(recomputed[name], g, rtol=0, atol=1e-5, msg=name)
 
 
+
+@pytest.mark.parametrize("T", [4 * S, 4 * S - 3])
+def test_skipping_the_last_write_changes_no_logit_nor_gradient(T):
+    """need_mem=False (training: nothing reads the memory after the sample) skips the last segment's W rows,
+    which no token sees: the same logits, loss and gradients (a partial last segment is not written anyway)."""
+    model = tiny().train()
+    idx = tokens(T)
+    logits, full = grads(model, idx)
+    logits_skip, skipped = grads(model, idx, need_mem=False)
+    torch.testing.assert_close(logits_skip, logits, rtol=0, atol=1e-6)
+    for name, g in full.items():
+        torch.testing.assert_close(skipped[name], g, rtol=0, atol=1e-6, msg=name)
+    assert model(idx, need_mem=False)[2] is None
+
+
 # --- the memory state ---
 
 def test_memory_stays_bounded_over_1000_segments():
