@@ -14,10 +14,12 @@ import math
 import os
 import pickle
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from memory import Memory, segment_mask
 
@@ -245,17 +247,23 @@ class GPT(nn.Module):
             mem = mem.push(stm, snapshot, self.config.ltm if ltm is None else ltm)
         return x[:, n_read:n_read + t], kvs, mem
 
-    def forward(self, idx, targets=None, mem=None, bptt=0, ltm=None):
+    def forward(self, idx, targets=None, mem=None, bptt=0, ltm=None, recompute=False, need_mem=True):
         """idx (B, T) -> logits (B, T, vocab), loss (targets -1 = ignore), memory after the last complete segment.
         memoGPT reads idx segment by segment, from mem (None = empty). bptt: gradients reach back through at most
-        this many segments (0 = all). ltm: LTM snapshots kept (None = config.ltm; the LTM adds no parameters)."""
+        this many segments (0 = all). ltm: LTM snapshots kept (None = config.ltm; the LTM adds no parameters).
+        recompute: keep only each segment's (plain GPT: the window's) inputs and outputs, and recompute the rest
+        in the backward pass: activation memory then grows by those per segment, not by a whole block stack.
+        need_mem=False: nothing reads the memory returned (training), so the last segment's W rows, which no
+        token sees, are not computed, and mem is None."""
         B, T = idx.size()
         cfg = self.config
+        # use_reentrant=False: keyword arguments, a Memory in and out, and the RNG (dropout) replayed alike
+        step = partial(checkpoint, self.segment_step, use_reentrant=False) if recompute else self.segment_step
         tok_emb = self.transformer.wte(idx)  # once: one embedding gradient, not one per segment
         if cfg.mem_len == 0:
             if T > cfg.block_size:
                 raise ValueError(f"plain GPT reads at most block_size={cfg.block_size} tokens, got {T}")
-            x, _, mem = self.segment_step(tok_emb)
+            x, _, mem = step(tok_emb)
         else:
             mem = self.empty_memory(B) if mem is None else mem
             xs = []
@@ -264,10 +272,11 @@ class GPT(nn.Module):
                     mem = mem.detach()  # truncated BPTT: a loss reaches back 1..bptt segments
                 seg = tok_emb[:, start:start + cfg.seg_len]
                 # only complete segments are written: a partial last one leaves the memory as it was
-                x, _, mem = self.segment_step(seg, mem, mem.ltm_kv(), read=True, write=seg.size(1) == cfg.seg_len,
-                                              ltm=ltm)
+                write = seg.size(1) == cfg.seg_len and (need_mem or start + cfg.seg_len < T)
+                x, _, mem = step(seg, mem, mem.ltm_kv(), read=True, write=write, ltm=ltm)
                 xs.append(x)
             x = torch.cat(xs, dim=1)
+            mem = mem if need_mem else None
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
@@ -379,22 +388,24 @@ class GPT(nn.Module):
 
 
 
-def read_samples(model, x, y, seg_len, carry=True, bptt=0, ltm=None):
+def read_samples(model, x, y, seg_len, carry=True, bptt=0, ltm=None, recompute=False):
     """
     How a batch of samples (B, n_seg * seg_len) is read, in training and in every evaluation: memoGPT
-    segment by segment with its memory carried across (bptt, ltm: as in GPT.forward); the plain GPT
-    (mem_len=0) the whole sample as one window if it fits its block_size, else each segment as its own
-    window (its context is then the segment a token is in, what memoGPT's tokens attend to besides the
-    memory). carry=False: each segment alone, from an empty memory, for either. model may be wrapped
-    (DDP, torch.compile): it is called, never reached into. Returns logits, loss.
+    segment by segment with its memory carried across (bptt, ltm, recompute: as in GPT.forward; the memory
+    after the sample is not kept, so its last write is skipped); the plain GPT (mem_len=0) the whole sample
+    as one window if it fits its block_size, else each segment as its own window (its context is then the
+    segment a token is in, what memoGPT's tokens attend to besides the memory). carry=False: each segment
+    alone, from an empty memory, for either. model may be wrapped (DDP, torch.compile): it is called, never
+    reached into. Returns logits, loss.
     """
     B, T = x.shape
     cfg = getattr(model, "module", model).config
     if carry and cfg.mem_len > 0:
-        logits, loss, _ = model(x, y, bptt=bptt, ltm=ltm)
+        logits, loss, _ = model(x, y, bptt=bptt, ltm=ltm, recompute=recompute, need_mem=False)
         return logits, loss
     window = T if carry and T <= cfg.block_size else seg_len
-    logits, loss, _ = model(x.reshape(-1, window), None if y is None else y.reshape(-1, window))
+    logits, loss, _ = model(x.reshape(-1, window), None if y is None else y.reshape(-1, window),
+                            recompute=recompute, need_mem=False)
     return logits.view(B, T, -1), loss
 
 

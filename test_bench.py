@@ -69,12 +69,22 @@ def test_latency_training_and_goals(quick):
     assert all(t["tokens_per_s"] > 0 and t["T"] == 128 for t in results["training"])
     # the goals are about GPT-2-sized shapes: on tiny ones none passes or fails
     goals = [line for line in stdout.splitlines() if line.startswith("- n/a (tiny shapes): ")]
-    assert len(goals) == len(results["goals"]) == 3 and "FAIL" not in stdout
+    assert len(goals) == len(results["goals"]) == 4 and "FAIL" not in stdout
     assert all(g["status"] == "n/a (tiny shapes)" for g in results["goals"])
     assert "memoGPT peak memory at 4096 tokens within 5% of 1024" in goals[0]
     assert "| GPT-2 Medium | 1416 | 1447 | 1508 | 1629 | 1874 |" in stdout  # the paper's figures beside ours
     assert os.path.basename(results["settings"]["out_dir"]) == "out"
 
+
+def test_training_memory_table(quick):
+    """One fresh process per (n_seg, recompute) cell, each peak at least its loaded model; the goal is named."""
+    stdout, results, _, _ = quick
+    cells = results["training_memory"]
+    assert [(c["row"], c["n_seg"], c["recompute"]) for c in cells] == [
+        ("tiny+mem", 1, False), ("tiny+mem", 1, True), ("tiny+mem", 2, False), ("tiny+mem", 2, True)]
+    assert all(0 < c["loaded_mb"] <= c["peak_mb"] for c in cells)
+    assert "| memoGPT, tiny shape (M=8, K=2, S=32), recompute | " in stdout
+    assert "peak training memory at n_seg=8 with recompute <= 1.5x n_seg=1" in results["goals"][-1]["goal"]
 
 def test_ltm_table(quick):
     _, results, _, _ = quick

@@ -236,6 +236,47 @@ def test_bptt_truncates_gradients(bptt, reaches_segment_0):
     assert model.mem_init.grad.abs().sum() > 0 or bptt == 1
 
 
+
+def grads(model, idx, **kw):
+    """Every parameter's gradient of the loss over all tokens (None, no gradient, as zeros)."""
+    model.zero_grad(set_to_none=True)
+    logits, loss, _ = model(idx, idx, **kw)
+    loss.backward()
+    return logits.detach(), {n: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                             for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("bptt", [0, 2])
+def test_recompute_gives_the_same_gradients(bptt):
+    """Recomputing each segment in the backward pass changes what is kept, not what is computed: with the LTM,
+    the gated STM write and BPTT truncation, the same gradients (dropout replayed from the same RNG state)."""
+    model = tiny(dropout=0.1).train()
+    idx = tokens(5 * S)
+    torch.manual_seed(2)
+    logits, plain = grads(model, idx, bptt=bptt)
+    torch.manual_seed(2)
+    logits_r, recomputed = grads(model, idx, bptt=bptt, recompute=True)
+    torch.testing.assert_close(logits_r, logits, rtol=0, atol=1e-5)
+    for name, g in plain.items():
+        assert g.abs().sum() > 0, name
+        torch.testing.assert_close(recomputed[name], g, rtol=0, atol=1e-5, msg=name)
+
+
+
+@pytest.mark.parametrize("T", [4 * S, 4 * S - 3])
+def test_skipping_the_last_write_changes_no_logit_nor_gradient(T):
+    """need_mem=False (training: nothing reads the memory after the sample) skips the last segment's W rows,
+    which no token sees: the same logits, loss and gradients (a partial last segment is not written anyway)."""
+    model = tiny().train()
+    idx = tokens(T)
+    logits, full = grads(model, idx)
+    logits_skip, skipped = grads(model, idx, need_mem=False)
+    torch.testing.assert_close(logits_skip, logits, rtol=0, atol=1e-6)
+    for name, g in full.items():
+        torch.testing.assert_close(skipped[name], g, rtol=0, atol=1e-6, msg=name)
+    assert model(idx, need_mem=False)[2] is None
+
+
 # --- the memory state ---
 
 def test_memory_stays_bounded_over_1000_segments():

@@ -228,7 +228,7 @@ class Oracle(torch.nn.Module):
         self.config = SimpleNamespace(mem_len=1)
         self.vocab, self.guess = meta["vocab_size"], meta["value_ids"][0]
 
-    def forward(self, idx, targets=None, mem=None, bptt=0, ltm=None):
+    def forward(self, idx, targets=None, mem=None, **kw):  # read_samples' bptt, ltm, ...: ignored
         nxt = torch.cat((idx[:, 1:], idx[:, :1]), dim=1)
         pick = torch.full_like(idx, self.guess)
         pick[:, SEG:2 * SEG] = nxt[:, SEG:2 * SEG]
@@ -239,7 +239,7 @@ class RecallOracle(Oracle):
     """A perfect memory in segment 1 only: after a key there, the value the key had in segment 0 (its answer is
     hidden from the input); value_ids[0] everywhere else."""
 
-    def forward(self, idx, targets=None, mem=None, bptt=0, ltm=None):
+    def forward(self, idx, targets=None, mem=None, **kw):  # read_samples' bptt, ltm, ...: ignored
         pick = torch.full_like(idx, self.guess)
         for t in range(SEG, 2 * SEG):
             seen = idx[:, :SEG - 1] == idx[:, t:t + 1]  # the key's place in segment 0, if any

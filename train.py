@@ -40,6 +40,8 @@ eval_iters = 20          # val batches for the val loss
 recall_samples = 500     # recall set: val samples scored for accuracy by distance
 eval_ltm = None          # LTM snapshots kept at evaluation; None = as trained (the LTM adds no parameters)
 eval_only = False        # evaluate once and exit
+log_interval = 10        # iterations between readings of the training loss (bar, finite check): a reading waits
+                         # for the device, so not every iteration (nanoGPT); every evaluation logs it too
 init_from = "scratch"    # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, ... | a local HF directory
 # data
 dataset = "openwebtext"  # data/<dataset>/, made by prepare.py --dataset=<dataset> (or --name=<dataset>)
@@ -62,6 +64,7 @@ block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
+recompute = False        # recompute each segment in the backward pass: activation memory ~flat in n_seg, ~1/3 more work
 # AdamW, cosine learning rate with linear warmup
 learning_rate = 6e-4
 max_iters = 5000
@@ -98,7 +101,8 @@ else:
     rank, world = 0, 1
 master = rank == 0
 too_small = [f"--{k}={config[k]}" for k in ("batch_size", "gradient_accumulation_steps", "seg_len", "eval_interval",
-                                            "eval_iters") if config[k] < 1] + [f"--n_seg={n_seg}"] * (n_seg < 0)
+                                            "eval_iters", "log_interval") if config[k] < 1]
+too_small += [f"--n_seg={n_seg}"] * (n_seg < 0)
 if too_small:
     raise SystemExit(f"{' '.join(too_small)}: must be >= 1")
 if gradient_accumulation_steps % world:
@@ -197,7 +201,7 @@ raw_model = model
 if compile:
     model = torch.compile(model)
 if ddp:
-    # a 1-segment stage runs the write slots without using them: their parameters get no gradient
+    # a 1-segment stage skips the write slots (nothing reads them): their parameters get no gradient
     model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None,
                 find_unused_parameters=model_args["mem_len"] > 0)
 eval_model = model.module if ddp else model
@@ -323,7 +327,8 @@ logged = iter_num if init_from == "resume" else -1  # a resumed checkpoint's eva
 while True:
     segs = stages[stage_of(iter_num)]
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != logged:
-        val_loss = log_eval(train_loss, tokens / (time.time() - t_eval)) if master else 0.0
+        val_loss = log_eval(None if train_loss is None else train_loss.item(), tokens / (time.time() - t_eval)) \
+            if master else 0.0
         if ddp:  # only the master evaluates: the others learn its val loss to stop with it
             val_loss = torch.tensor(val_loss, device=device)
             broadcast(val_loss, 0)
@@ -345,15 +350,18 @@ while True:
         if ddp:  # all-reduce the gradients only at the last micro-step
             model.require_backward_grad_sync = micro == accum - 1
         with ctx:
-            _, loss = read_samples(model, x_all[rows], y_all[rows], seg_len, bptt=bptt)
+            _, loss = read_samples(model, x_all[rows], y_all[rows], seg_len, bptt=bptt, recompute=recompute)
         loss = loss / accum
         loss_sum += loss.detach()
         scaler.scale(loss).backward()
     if ddp:
         all_reduce(loss_sum)
         loss_sum /= world
-    train_loss = loss_sum.item()
-    stop_unless_finite(train_loss, "training loss")
+    train_loss = loss_sum  # stays on the device until read
+    if iter_num % log_interval == 0:
+        loss_now = train_loss.item()
+        stop_unless_finite(loss_now, "training loss")
+        bar.set_postfix(loss=f"{loss_now:.4f}", n_seg=segs, lr=f"{lr:.1e}")
     if grad_clip:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -363,7 +371,6 @@ while True:
     tokens += x_all.numel()
     iter_num += 1
     bar.update(1)
-    bar.set_postfix(loss=f"{train_loss:.4f}", n_seg=segs, lr=f"{lr:.1e}")
 bar.close()
 if ddp:
     barrier()  # tearing down while rank 0 still writes the checkpoint aborts the process in gloo (~5% of runs)
