@@ -4,10 +4,10 @@
 #   python sample.py --out_dir=out-stdlib --start=FILE:some.py --read=long.py
 # A sample is 8 segments of 32 bytes; every evaluation logs the val loss by segment with the memory
 # carried and with it reset before every segment (log.jsonl: memory_gain_by_segment), which is what
-# the memory carries. 1200 iterations: 4.3 min on a core at load ~1.5; README has the measured tables
-# beside the plain GPT's. Segments of 32 with 8 slots carried 0.048-0.061 nats per byte; segments of
-# 64 carried 0.030-0.036 and of 128 0.014-0.020 (16 slots each): a short segment, reset, lacks more of
-# what came before, so its memory has more to carry (longer segments give lower losses: README).
+# the memory carries. 2000 iterations: 7.8 min on a core at load ~2; README has the measured tables
+# beside the plain GPT's. At 1200 iterations segments of 32 with 8 slots carried 0.048-0.061 nats per
+# byte (0.067-0.081 at 2000); segments of 64 carried 0.030-0.036 and of 128 0.014-0.020 (16 slots each):
+# a short segment, reset, lacks more of what came before, so its memory has more to carry.
 out_dir = "out-stdlib"
 dataset = "stdlib"
 seg_len = 32
@@ -23,7 +23,7 @@ batch_size = 8
 learning_rate = 1e-3
 min_lr = 1e-4
 warmup_iters = 100
-max_iters = 1200
-lr_decay_iters = 1200
+max_iters = 2000
+lr_decay_iters = 2000
 eval_interval = 200
 eval_iters = 20
