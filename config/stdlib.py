@@ -4,10 +4,8 @@
 #   python sample.py --out_dir=out-stdlib --start=FILE:some.py --read=long.py
 # A sample is 8 segments of 32 bytes; every evaluation logs the val loss by segment with the memory
 # carried and with it reset before every segment (log.jsonl: memory_gain_by_segment), which is what
-# the memory carries. 2000 iterations: 7.8 min on a core at load ~2; README has the measured tables
-# beside the plain GPT's. At 1200 iterations segments of 32 with 8 slots carried 0.048-0.061 nats per
-# byte (0.067-0.081 at 2000); segments of 64 carried 0.030-0.036 and of 128 0.014-0.020 (16 slots each):
-# a short segment, reset, lacks more of what came before, so its memory has more to carry.
+# the memory carries. 2000 iterations: 7.8 min on a core at load ~2. README ("Real text") has the
+# measured table beside the plain GPT's, and why segments of 32 and 8 slots (the ablation by length).
 out_dir = "out-stdlib"
 dataset = "stdlib"
 seg_len = 32
