@@ -11,7 +11,9 @@ embedding; write slot j also starts from the mean of the j-th of M equal parts o
 segment. The final hidden states of W, through a LayerNorm, are the new write; a learned
 gate per slot keeps the old STM or takes the write. Each layer's keys/values of W are
 pushed as a snapshot into the long-term memory (LTM), a FIFO of the last K segments.
-Later segments attend to the LTM snapshots at every layer: they add keys, never queries.
+Later segments attend to the LTM snapshots at every layer: they add keys, never queries. A
+snapshot holds no position, so each head adds a learned slope times its age in segments to its
+attention logits (model.ltm_age): the last segment can be told from older ones.
 """
 import functools
 import hashlib
@@ -103,11 +105,12 @@ class Memory:
 def model_signature(model):
     """What a memory must match to be read by a model: its shape, and a digest of its memory weights
     (they change with any training, so a memory from another checkpoint is caught too). Not the LTM
-    size: it adds no parameters, and can be chosen when the memory is read (Memory.load)."""
+    size: its parameters are per layer and head, not per snapshot, so it can be chosen when the memory is
+    read (Memory.load)."""
     cfg = model.config
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "seg_len")}
     digest = hashlib.sha1()
-    for p in (model.mem_init, model.mem_read, model.mem_write):
+    for p in (model.mem_init, model.mem_read, model.mem_write, model.ltm_age):
         digest.update(p.detach().float().cpu().numpy().tobytes())
     return {"shape": shape, "weights": digest.hexdigest()}
 

@@ -56,14 +56,18 @@ class CausalSelfAttention(nn.Module):
         kv = (k, v)
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)  # (B, nh, P+T, hs)
-        # flash attention where allowed (is_causal, no mask); a boolean mask otherwise
+        # flash attention where allowed (is_causal, no mask); a boolean mask, or a float one (the LTM's age bias)
+        if mask is not None and mask.dtype != torch.bool:
+            mask = mask.to(q.dtype)  # under autocast q is bf16/fp16: the bias must match it
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         if self.record is not None:  # a picture was asked for (attention_map.py): the weights themselves
             att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, P+T)
             if is_causal:  # set only without past: T keys
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            self.record.append((att if mask is None else att.masked_fill(~mask, float("-inf"))).softmax(dim=-1))
+            if mask is not None:  # boolean: who may attend; float (with an LTM): added to the logits
+                att = att.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else att + mask
+            self.record.append(att.softmax(dim=-1))
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), kv
 
@@ -158,6 +162,10 @@ class GPT(nn.Module):
             # over any number of segments, and its own LayerNorm leaves ln_f to the LM head
             self.ln_mem = LayerNorm(C, bias=config.bias)
             self.mem_gate = nn.Linear(C, 1)  # per slot: keep the STM, or take the new write
+            # per layer and head, an attention bias per segment of a snapshot's age (ALiBi-like, learned, from 0):
+            # snapshots hold no position, so without it a token cannot tell the last segment from older ones.
+            # It is a slope, not a table, so any LTM size still fits the same weights
+            self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
         # GPT-2 starts every weight at std 0.02, right for its 768 dims; we scale that with the width,
         # 0.02 * sqrt(768 / n_embd), so attention logits start with GPT-2's spread at any width. With a
         # flat 0.02 a 128-wide model starts with near-uniform attention: on the 4-fact recall set it then
@@ -233,9 +241,19 @@ class GPT(nn.Module):
             mask, is_causal = None, n_past == 0  # tokens alone, causal or one new token: no mask, the fast kernel
         else:
             mask, is_causal = segment_mask(n_past, n_read, t, n_write, tok_emb.device), False
+        masks = [mask] * len(self.transformer.h)
+        if mem is not None and mem.ltm:
+            # past begins with the LTM, K snapshots of M keys, oldest first: key j of snapshot i is
+            # K - i segments old (the newest 1, this segment's own rows 0); each head adds slope * age
+            K, n_keys = len(mem.ltm), n_past + x.size(1)
+            age = torch.zeros(n_keys, device=x.device)
+            age[:K * M] = torch.arange(K, 0, -1, device=x.device).repeat_interleave(M)
+            allowed = torch.zeros(n_keys, device=x.device) if mask is None else \
+                torch.zeros(mask.shape, device=x.device).masked_fill(~mask, float("-inf"))  # (n_q, n_keys)
+            masks = [allowed + slope.view(-1, 1, 1) * age for slope in self.ltm_age]  # (nh, n_q, n_keys)
         kvs = []
         for i, block in enumerate(self.transformer.h):
-            x, kv = block(x, None if past is None else past[i], mask, is_causal, (n_read, n_write))
+            x, kv = block(x, None if past is None else past[i], masks[i], is_causal, (n_read, n_write))
             kvs.append(kv)
         if write:
             h = x[:, -M:]  # W's final states (B, M, C)
@@ -250,7 +268,7 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, mem=None, bptt=0, ltm=None, recompute=False, need_mem=True):
         """idx (B, T) -> logits (B, T, vocab), loss (targets -1 = ignore), memory after the last complete segment.
         memoGPT reads idx segment by segment, from mem (None = empty). bptt: gradients reach back through at most
-        this many segments (0 = all). ltm: LTM snapshots kept (None = config.ltm; the LTM adds no parameters).
+        this many segments (0 = all). ltm: LTM snapshots kept (None = config.ltm; its size adds no parameters).
         recompute: keep only each segment's (plain GPT: the window's) inputs and outputs, and recompute the rest
         in the backward pass: activation memory then grows by those per segment, not by a whole block stack.
         need_mem=False: nothing reads the memory returned (training), so the last segment's W rows, which no

@@ -60,7 +60,7 @@ dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.c
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 # memory of a pretrained GPT-2 (--init_from=gpt2*); None = plain GPT-2 (a checkpoint keeps its own)
 mem_len = None
-ltm = None               # also for a checkpoint: the LTM snapshots kept (None = as trained; it adds no parameters)
+ltm = None               # also for a checkpoint: the LTM snapshots kept (None = as trained; its size adds no parameters)
 seg_len = None
 # controllable memory (memoGPT only)
 read = ""                # a text file to read into memory before generating
@@ -122,10 +122,10 @@ ctx = nullcontext() if device_type == "cpu" else torch.amp.autocast(device_type=
 
 # model and tokenizer
 overrides = {k: v for k, v in dict(mem_len=mem_len, ltm=ltm, seg_len=seg_len).items() if v is not None}
-fixed = [k for k in ("mem_len", "seg_len") if k in overrides]  # not ltm: it adds no parameters
+fixed = [k for k in ("mem_len", "seg_len") if k in overrides]  # not ltm: its size adds no parameters
 if init_from == "resume" and fixed:
     raise SystemExit(f"--{fixed[0]} sets the memory of a pretrained GPT-2 (--init_from=gpt2*); a checkpoint keeps "
-                     "the memory it was trained with (only --ltm may change: it adds no parameters)")
+                     "the memory it was trained with (only --ltm may change: its size adds no parameters)")
 if ltm is not None and (type(ltm) is not int or ltm < 0):
     raise SystemExit(f"--ltm={ltm!r}: the LTM snapshots to keep, an int >= 0")
 try:

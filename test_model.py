@@ -20,7 +20,11 @@ def tiny(mem_len=M, ltm=K, **kw):
     args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64, dropout=0.0,
                 mem_len=mem_len, ltm=ltm, seg_len=S)
     args.update(kw)
-    return GPT(GPTConfig(**args)).eval()
+    model = GPT(GPTConfig(**args)).eval()
+    if model.config.mem_len:  # as if trained: the LTM age slopes start at 0, which would hide their use
+        with torch.no_grad():
+            model.ltm_age.normal_()
+    return model
 
 
 def tokens(T, B=2, seed=1):
@@ -124,6 +128,19 @@ def test_ltm_fifo_keeps_the_newest_snapshots():
     assert mems[4].segs == [3, 4]
     torch.testing.assert_close(mems[4].ltm[0], mems[3].ltm[1])  # the snapshot of segment 3, one step older
     assert model(idx[:, :S + 3])[2].n_seg == 1  # a partial segment is not written
+
+
+def test_a_steep_age_slope_hides_the_ltm():
+    """The age bias reaches every row that attends to the LTM: with slopes so steep that a snapshot one
+    segment old weighs exp(-1e4), reading is the same as reading with no LTM at all."""
+    model = tiny()
+    idx = tokens(4 * S)
+    with torch.no_grad():
+        a = model(idx)[0]
+        model.ltm_age.fill_(-1e4)
+        hidden, none = model(idx)[0], model(idx, ltm=0)[0]
+    torch.testing.assert_close(hidden, none, rtol=0, atol=1e-5)
+    assert (a - none).abs().max() > 1e-3  # with the trained slopes the LTM is read
 
 
 def test_write_slot_j_starts_from_part_j_of_the_segment():

@@ -190,7 +190,7 @@ def test_read_save_load_edit_memory(out, tmp_path, capsys):
 
 
 def test_ltm_for_a_checkpoint(out, tmp_path, capsys):
-    """--ltm keeps another number of snapshots with the checkpoint's weights (it adds no parameters): reading,
+    """--ltm keeps another number of snapshots with the checkpoint's weights (its size adds no parameters): reading,
     saving, loading and generating all use it."""
     out_dir, model, doc = out
     common = (f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=1", f"--max_new_tokens={2 * S}", "--top_k=1")

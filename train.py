@@ -38,7 +38,7 @@ out_dir = "out"
 eval_interval = 250      # iterations between evaluations (each also writes out_dir/ckpt.pt)
 eval_iters = 20          # val batches for the val loss
 recall_samples = 500     # recall set: val samples scored for accuracy by distance
-eval_ltm = None          # LTM snapshots kept at evaluation; None = as trained (the LTM adds no parameters)
+eval_ltm = None          # LTM snapshots kept at evaluation; None = as trained (the LTM's size adds no parameters)
 eval_only = False        # evaluate once and exit
 log_interval = 10        # iterations between readings of the training loss (bar, finite check): a reading waits
                          # for the device, so not every iteration (nanoGPT); every evaluation logs it too
