@@ -8,7 +8,7 @@ Measure what memoGPT claims, with the plain GPT-2 baseline beside it:
  3. training tokens/s, memoGPT against the plain GPT of the same size and total length, and memoGPT's
     peak training memory by segments per sample (train_n_seg), with and without recompute
  4. with --ckpt: per-segment val loss by LTM size (the paper's second table) and recall
-    accuracy by distance, same weights (the LTM adds no parameters); for a recall checkpoint also recall
+    accuracy by distance, same weights (the LTM's size adds no parameters); for a recall checkpoint also recall
     on samples `longer` times the trained length, made on the fly, and the memory over stable_segments
     segments of random tokens (finite, bounded)
 
@@ -256,7 +256,7 @@ def train_speed(row):
 
 @torch.no_grad()
 def ltm_eval():
-    """Part 4: the checkpoint's weights with each LTM size in ltms (it adds no parameters), on the same val samples."""
+    """Part 4: the checkpoint's weights with each LTM size in ltms (its size adds no parameters), on the same val samples."""
     try:
         model, ck = GPT.from_checkpoint(ckpt, device)
         cfg, S = ck["config"], ck["config"]["seg_len"]
@@ -277,11 +277,12 @@ def ltm_eval():
     x, y = recall_xy(rows, meta) if cfg.get("answer_loss") else (rows[:, :-1], rows[:, 1:])
     x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
-    def losses(**kw):  # segment_loss_sums' carry and ltm
-        sums, counts = torch.zeros(cfg["n_seg"]), torch.zeros(cfg["n_seg"])
+    def losses(start=0, **kw):  # from segment `start` on, with segment_loss_sums' carry and ltm
+        sums, counts = torch.zeros(cfg["n_seg"] - start), torch.zeros(cfg["n_seg"] - start)
         for i in range(0, len(x), eval_batch):
             with ctx:
-                s, c = segment_loss_sums(model, x[i:i + eval_batch], y[i:i + eval_batch], S, **kw)
+                s, c = segment_loss_sums(model, x[i:i + eval_batch, start * S:], y[i:i + eval_batch, start * S:], S,
+                                         **kw)
             sums, counts = sums + s, counts + c
         by_segment = [s / c if c else None for s, c in zip(sums.tolist(), counts.tolist())]
         return dict(loss_by_segment=by_segment, loss=(sums.sum() / counts.sum()).item())
@@ -293,10 +294,17 @@ def ltm_eval():
         out.append(dict(ltm=k, **losses(ltm=k), recall_by_distance=acc))
     # text: what the memory carries, the same samples with it reset before every segment (any ltm: none is kept)
     reset = losses(carry=False) if model.config.mem_len and not recall else None
+    reach = None
+    if reset:  # how far back what the memory carries comes from: at segment k, the memory started empty at k - d
+        started = [None] + [losses(start=j)["loss_by_segment"] for j in range(1, cfg["n_seg"])]
+        started[0] = next(r for r in out if r["ltm"] == model.config.ltm)["loss_by_segment"] \
+            if model.config.ltm in ltms else losses()["loss_by_segment"]
+        reach = {d: [None if k < d else reset["loss_by_segment"][k] - started[k - d][d] for k in range(cfg["n_seg"])]
+                 for d in range(1, cfg["n_seg"])}
     memory = recall and model.config.mem_len
     return dict(ckpt=ckpt, mem_len=model.config.mem_len, trained_ltm=ck["model_args"]["ltm"], seg_len=S,
                 n_seg=cfg["n_seg"], dataset=cfg["dataset"], answer_loss=bool(cfg.get("answer_loss")), rows=out,
-                reset=reset, longer=long_recall(model, meta, cfg["n_seg"]) if memory else None,
+                reset=reset, reach=reach, longer=long_recall(model, meta, cfg["n_seg"]) if memory else None,
                 stable=stability(model, S, meta["vocab_size"]) if memory else None)
 
 
@@ -509,6 +517,12 @@ if ltm_result:
           f"trained with ltm={ltm_result['trained_ltm']}\n")
     reset = [loss_row("memory reset before every segment", ltm_result["reset"])] if ltm_result["reset"] else []
     print(table(["ltm", *range(ltm_result["n_seg"]), "mean"], [loss_row(r["ltm"], r) for r in r0] + reset))
+    if ltm_result["reach"]:
+        print(f"\n## What the memory carries by reach: at segment k, the loss with the memory reset minus with it "
+              f"started empty d segments before (it read segments k-d..k-1; ltm={ltm_result['trained_ltm']}). "
+              "A memory that accumulates gains down every column\n")
+        print(table(["d", *range(ltm_result["n_seg"])], [[d, *("" if g is None else f"{g:.4f}" for g in gains)]
+                                                          for d, gains in ltm_result["reach"].items()]))
     if r0[0]["recall_by_distance"]:
         dist = sorted(r0[0]["recall_by_distance"])
         print("\n## Recall accuracy by distance (segments from fact to question)\n")

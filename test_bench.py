@@ -202,7 +202,16 @@ def test_text_checkpoint_has_a_memory_reset_row(quick, tmp_path, monkeypatch, ca
     carried, reset = result["rows"][0]["loss_by_segment"], result["reset"]["loss_by_segment"]
     assert len(reset) == 4 and reset[0] == pytest.approx(carried[0], abs=1e-5) and reset[1:] != carried[1:]
     row = "| memory reset before every segment | " + " | ".join(f"{v:.4f}" for v in reset)
-    assert row + f" | {result['reset']['loss']:.4f} |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert row + f" | {result['reset']['loss']:.4f} |" in out
+    # by reach: from d segments back; the longest reach at each segment is the memory carried from segment 0
+    reach = {int(d): g for d, g in result["reach"].items()}
+    carried = next(r for r in result["rows"] if r["ltm"] == 2)["loss_by_segment"]  # as trained
+    assert sorted(reach) == [1, 2, 3] and [g is None for g in reach[2]] == [True, True, False, False]
+    for k in (1, 2, 3):
+        assert reach[k][k] == pytest.approx(reset[k] - carried[k], abs=1e-5)
+    assert reach[1][3] != reach[3][3]  # what segment 0 wrote reaches segment 3
+    assert "| 3 |  |  |  | " + f"{reach[3][3]:.4f} |" in out
 
 
 def test_checkpoint_trained_on_one_segment_warns(quick, monkeypatch, capsys):
