@@ -296,9 +296,7 @@ def ltm_eval():
     reset = losses(carry=False) if model.config.mem_len and not recall else None
     reach = None
     if reset:  # how far back what the memory carries comes from: at segment k, the memory started empty at k - d
-        started = [None] + [losses(start=j)["loss_by_segment"] for j in range(1, cfg["n_seg"])]
-        started[0] = next(r for r in out if r["ltm"] == model.config.ltm)["loss_by_segment"] \
-            if model.config.ltm in ltms else losses()["loss_by_segment"]
+        started = [losses(start=j)["loss_by_segment"] for j in range(cfg["n_seg"])]
         reach = {d: [None if k < d else reset["loss_by_segment"][k] - started[k - d][d] for k in range(cfg["n_seg"])]
                  for d in range(1, cfg["n_seg"])}
     memory = recall and model.config.mem_len

@@ -143,3 +143,12 @@ def segment_mask(n_past, n_read, n_tok, n_write, device):
     mask[x_rows, x_keys] = torch.ones(n_tok, n_tok, dtype=torch.bool, device=device).tril()
     mask[x_rows, n_past + n_read + n_tok:] = False                       # X never sees W
     return mask
+
+
+@functools.lru_cache(maxsize=64)
+def key_ages(n_snapshots, M, n_keys, device):
+    """Each key's age in segments (n_keys,) when the keys begin with n_snapshots LTM snapshots of M keys,
+    oldest first: snapshot i is n_snapshots - i segments old (the newest 1); the segment's own rows are 0."""
+    age = torch.zeros(n_keys, device=device)
+    age[:n_snapshots * M] = torch.arange(n_snapshots, 0, -1, device=device).repeat_interleave(M)
+    return age

@@ -21,7 +21,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from memory import Memory, segment_mask
+from memory import Memory, key_ages, segment_mask
 
 
 class LayerNorm(nn.Module):
@@ -242,15 +242,10 @@ class GPT(nn.Module):
         else:
             mask, is_causal = segment_mask(n_past, n_read, t, n_write, tok_emb.device), False
         masks = [mask] * len(self.transformer.h)
-        if mem is not None and mem.ltm:
-            # past begins with the LTM, K snapshots of M keys, oldest first: key j of snapshot i is
-            # K - i segments old (the newest 1, this segment's own rows 0); each head adds slope * age
-            K, n_keys = len(mem.ltm), n_past + x.size(1)
-            age = torch.zeros(n_keys, device=x.device)
-            age[:K * M] = torch.arange(K, 0, -1, device=x.device).repeat_interleave(M)
-            allowed = torch.zeros(n_keys, device=x.device) if mask is None else \
-                torch.zeros(mask.shape, device=x.device).masked_fill(~mask, float("-inf"))  # (n_q, n_keys)
-            masks = [allowed + slope.view(-1, 1, 1) * age for slope in self.ltm_age]  # (nh, n_q, n_keys)
+        if mem is not None and mem.ltm:  # past begins with the LTM: each head adds slope * age to its logits
+            age = key_ages(len(mem.ltm), M, n_past + x.size(1), tok_emb.device)  # (n_keys,)
+            bias = [slope.view(-1, 1, 1) * age for slope in self.ltm_age]  # (nh, 1, n_keys)
+            masks = bias if mask is None else [b.masked_fill(~mask, float("-inf")) for b in bias]  # (nh, n_q, n_keys)
         kvs = []
         for i, block in enumerate(self.transformer.h):
             x, kv = block(x, None if past is None else past[i], masks[i], is_causal, (n_read, n_write))
