@@ -161,7 +161,8 @@ class GPT(nn.Module):
             # the STM is written as ln_mem(final hidden state of W): normalised, so it stays bounded
             # over any number of segments, and its own LayerNorm leaves ln_f to the LM head
             self.ln_mem = LayerNorm(C, bias=config.bias)
-            self.mem_gate = nn.Linear(C, 1)  # per slot: keep the STM, or take the new write
+            self.mem_gate = nn.Linear(C, 1, bias=False)  # per slot: keep the STM, or take the new write
+            self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot: its timescale (see _init_memory)
             # per layer and head, an attention bias per segment of a snapshot's age (ALiBi-like, learned, from 0):
             # snapshots hold no position, so without it a token cannot tell the last segment from older ones.
             # It is a slope, not a table, so any LTM size still fits the same weights
@@ -195,8 +196,13 @@ class GPT(nn.Module):
         for p in (self.mem_init, self.mem_read, self.mem_write):
             torch.nn.init.normal_(p, mean=0.0, std=scale)
         self.ln_mem.weight.fill_(scale)
-        torch.nn.init.zeros_(self.mem_gate.weight)  # keep half, take half, until trained
-        torch.nn.init.zeros_(self.mem_gate.bias)
+        # chrono init (Tallec & Ollivier, 2018): slot j starts keeping sigmoid(b_j) of its STM per segment, a
+        # timescale 1 / (1 - keep) from 2 to 32 segments, geometric. With every slot at keep 0.5, what a segment
+        # wrote is 0.5^d of the STM d segments on, so is its gradient, and the memory learned to hold the last
+        # segment only (stdlib, seed 1); slow slots give older segments a path the gradient can follow
+        torch.nn.init.zeros_(self.mem_gate.weight)
+        timescale = torch.logspace(1, 5, self.config.mem_len, base=2)  # (M,) 2 .. 32 segments
+        self.mem_keep.copy_(torch.log(timescale - 1))
 
     def get_num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())
@@ -254,7 +260,7 @@ class GPT(nn.Module):
             h = x[:, -M:]  # W's final states (B, M, C)
             # each slot keeps its STM or takes what W wrote, by a learned gate (GRU-like): a fact written
             # once survives segments of filler. Both sides are bounded, so is their mix, over any length
-            keep = torch.sigmoid(self.mem_gate(h))  # (B, M, 1)
+            keep = torch.sigmoid(self.mem_gate(h) + self.mem_keep.view(M, 1))  # (B, M, 1)
             stm = keep * mem.stm + (1 - keep) * self.ln_mem(h)
             snapshot = torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])  # W's per layer
             mem = mem.push(stm, snapshot, self.config.ltm if ltm is None else ltm)

@@ -151,7 +151,7 @@ def test_write_slot_j_starts_from_part_j_of_the_segment():
         for n, p in model.named_parameters():
             if n.endswith("c_proj.weight") or n.endswith("c_proj.bias"):
                 p.zero_()
-        model.mem_gate.bias.fill_(-30.0)  # take the new write
+        model.mem_keep.fill_(-30.0)  # take the new write
         idx = tokens(S)
         idx2 = idx.clone()
         idx2[:, S // M] = (idx[:, S // M] + 1) % 64  # the first token of part 1 (S/M tokens per part)
@@ -164,10 +164,18 @@ def test_write_slot_j_starts_from_part_j_of_the_segment():
 def test_gate_keeps_the_stm_or_takes_the_write(bias, keeps):
     model = tiny()
     with torch.no_grad():
-        model.mem_gate.bias.fill_(bias)
+        model.mem_keep.fill_(bias)
         mem = model(tokens(3 * S))[2]
     m0 = model.empty_memory(2).stm
     assert torch.allclose(mem.stm, m0, atol=1e-6) == keeps  # a gate at 1 holds the STM through every segment
+
+
+def test_slots_start_with_timescales_from_2_to_32_segments():
+    """Chrono init: untrained, slot j keeps sigmoid(mem_keep[j]) of its STM per segment; 1 / (1 - keep) is how
+    many segments a write lasts, geometric from 2 to 32, so some slots hold the last segment, some older ones."""
+    model = GPT(GPTConfig(block_size=64, vocab_size=64, n_layer=1, n_head=2, n_embd=16, mem_len=5, seg_len=S))
+    timescale = 1 / (1 - torch.sigmoid(model.mem_keep))
+    assert torch.allclose(timescale, torch.tensor([2.0, 4.0, 8.0, 16.0, 32.0]), rtol=1e-4)
 
 
 def test_shared_ffn_ablation_has_no_memory_ffn():
