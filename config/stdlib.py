@@ -5,8 +5,8 @@
 # A sample is 8 segments of 32 bytes; every evaluation logs the val loss by segment with the memory
 # carried and with it reset before every segment (log.jsonl: memory_gain_by_segment), which is what
 # the memory carries; bench.py --ckpt adds it by reach (from how many segments back it comes). 2000
-# iterations: 17 min on a core at load 2-3. README ("Real text") has the measured table beside the plain
-# GPT's, and why segments of 32, 8 slots and no LTM (the ablation).
+# iterations: 10-17 min on a core at load 2, by the machine's day. README ("Real text") has the measured
+# table beside the plain GPT's, over seeds, and why segments of 32, 8 slots and no LTM (the ablation).
 out_dir = "out-stdlib"
 dataset = "stdlib"
 seg_len = 32
