@@ -196,10 +196,10 @@ class GPT(nn.Module):
         for p in (self.mem_init, self.mem_read, self.mem_write):
             torch.nn.init.normal_(p, mean=0.0, std=scale)
         self.ln_mem.weight.fill_(scale)
-        # chrono init (Tallec & Ollivier, 2018): slot j starts keeping sigmoid(b_j) of its STM per segment, a
-        # timescale 1 / (1 - keep) from 2 to 32 segments, geometric. With every slot at keep 0.5, what a segment
+        # chrono init (Tallec & Ollivier, 2018): slot j starts keeping sigmoid(mem_keep[j]) of its STM per segment,
+        # a timescale 1 / (1 - keep) from 2 to 32 segments, geometric. With every slot at keep 0.5, what a segment
         # wrote is 0.5^d of the STM d segments on, so is its gradient, and the memory learned to hold the last
-        # segment only (stdlib, seed 1); slow slots give older segments a path the gradient can follow
+        # segment only (stdlib, seeds 1 and 2); slow slots give older segments a path the gradient can follow
         torch.nn.init.zeros_(self.mem_gate.weight)
         timescale = torch.logspace(1, 5, self.config.mem_len, base=2)  # (M,) 2 .. 32 segments
         self.mem_keep.copy_(torch.log(timescale - 1))
