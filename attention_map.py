@@ -2,10 +2,10 @@
 Where each token reads from (sample.py --attention_map): the share of its attention that goes to each
 long-term memory snapshot, to the read slots (the short-term memory) and to the tokens of its own segment.
 
-In streaming (model.Stream) a token's keys are exactly [ LTM: one snapshot of M keys per segment it
+In streaming (stream.Stream) a token's keys are exactly [ LTM: one snapshot of M keys per segment it
 keeps, oldest first | R: the M read slots | the segment's tokens so far ], so summing the token's
-attention weights over these spans accounts for every key. The weights are computed only while
-recording (CausalSelfAttention.record): the normal forward keeps its fast attention kernel.
+attention weights over these spans accounts for every key. The weights are recomputed only while
+recording, by a forward hook on each attention layer: the model's forward keeps its fused kernel.
 """
 import csv
 import math
@@ -13,20 +13,36 @@ from contextlib import contextmanager
 
 import torch
 
-from model import Stream
+from stream import Stream
+
+
+def attention_weights(attn, x, past=None, mask=None, is_causal=False):
+    """The weights (B, nh, T, P+T) that attn (a CausalSelfAttention) gives its new rows x, as its forward
+    computes them inside scaled_dot_product_attention."""
+    B, T, C = x.size()
+    q, k, _ = attn.c_attn(x).split(C, dim=2)
+    q, k = (t.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2) for t in (q, k))  # (B, nh, T, hs)
+    if past is not None:
+        k = torch.cat((past[0], k), dim=2)  # (B, nh, P+T, hs)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, P+T)
+    if is_causal:  # set only without past: T keys
+        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+    if mask is not None:  # boolean: who may attend; float (with an LTM): added to the logits
+        att = att.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else att + mask.to(att.dtype)
+    return att.softmax(dim=-1)
 
 
 @contextmanager
 def recording(model):
     """Inside, every attention layer also appends its weights (B, nh, rows, keys) per call: one list per layer."""
-    attns = [block.attn for block in model.transformer.h]
-    for attn in attns:
-        attn.record = []
+    records = [[] for _ in model.transformer.h]
+    hooks = [block.attn.register_forward_hook(lambda attn, args, out, rec=rec: rec.append(attention_weights(attn, *args)))
+             for block, rec in zip(model.transformer.h, records)]
     try:
-        yield [attn.record for attn in attns]
+        yield records
     finally:
-        for attn in attns:
-            attn.record = None
+        for hook in hooks:
+            hook.remove()
 
 
 def shares(weights, n_snapshots, mem_len):
@@ -42,10 +58,10 @@ class MapStream(Stream):
     """A memoGPT Stream that also keeps, for every token it reads, where its attention went. self.rows, one per
     token: (its id (B,), its segment, the segments of the LTM snapshots it saw, shares (B, n_layer, nh, K + 2))."""
 
-    def __init__(self, model, batch_size, mem=None, ltm=None):
+    def __init__(self, model, batch_size, mem=None, ltm_size=None):
         if model.config.mem_len == 0:
             raise ValueError("a plain GPT (mem_len=0) has no memory: its tokens read only tokens")
-        super().__init__(model, batch_size, mem, ltm)
+        super().__init__(model, batch_size, mem, ltm_size)
         self.rows = []
 
     @torch.no_grad()

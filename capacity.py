@@ -2,12 +2,12 @@
 How many facts the memory holds at once: exact-answer accuracy by number of facts, by memory size,
 beside a peer recurrent memory transformer trained on the same samples with the same steps.
 
-    python bench.py --capacity                   # (the same as python capacity.py)
-    python bench.py --capacity --quick           # tiny and short: the smoke test
+    python capacity.py
+    python capacity.py --quick           # tiny and short: the smoke test
 
-A sample is the recall set's (prepare.py): segment 0 states F key-value facts, each is asked once
+A sample is the recall set's (recall.samples): segment 0 states F key-value facts, each is asked once
 in a random later segment, several questions closing a segment when facts outnumber segments, and
-every answer is hidden from the input (data.recall_xy: no answer by elimination). Each row is one
+every answer is hidden from the input (recall.xy: no answer by elimination). Each row is one
 model, trained on batches of 1, 2, 4, ... facts in turn (one count per batch) with a curriculum
 over segments, then scored at every count on held-out samples, at distances beyond its LTM (only
 the STM can answer there). The peer is lucidrains' recurrent-memory-transformer-pytorch (a bench
@@ -18,7 +18,6 @@ Results: out_dir/capacity.json, capacity.csv, capacity.png (with matplotlib).
 import csv
 import datetime
 import json
-import math
 import os
 import sys
 import time
@@ -29,9 +28,9 @@ import torch.nn as nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-import prepare
+import recall
+from common import cosine_lr, optimizer_step, write_atomic
 from configurator import configure
-from data import recall_xy
 from model import GPT, GPTConfig
 
 out_dir = "bench_out"
@@ -70,7 +69,7 @@ if 2 * max(facts) > seg_len or max(facts) > (n_seg - 1) * (seg_len // 3) or n_se
                      f"n_seg={n_seg}, ltm={ltm}")
 if threads:
     torch.set_num_threads(threads)
-META = dict(question=prepare.QUESTION, eot=0)  # what recall_xy needs of the recall set's meta
+META = dict(question=recall.QUESTION, eot=0)  # what recall.xy needs of the recall set's meta
 
 
 def recall_cfg(n_facts):
@@ -79,8 +78,8 @@ def recall_cfg(n_facts):
 
 def batch(rng, n_facts, n, segs):
     """n samples of n_facts facts, cut to their first segs segments: inputs and answer targets on the device."""
-    rows = prepare.recall_samples(n, recall_cfg(n_facts), rng).astype(np.int64)[:, :segs * seg_len]
-    x, y = recall_xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), META)
+    rows = recall.samples(n, recall_cfg(n_facts), rng).astype(np.int64)[:, :segs * seg_len]
+    x, y = recall.xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), META)
     return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
 
@@ -129,18 +128,16 @@ def train(kind, mem_len, vocab_size):
     """One row's model: the same batches and steps for every row (the data generator restarts from seed)."""
     model, optimizer = build(kind, mem_len, vocab_size)
     model.to(device).train()
+    scaler = torch.amp.GradScaler(device, enabled=False)  # float32: optimizer_step's scaler does nothing
     rng, stages = np.random.default_rng(seed), (*curriculum, n_seg)
     # a bar on a terminal; a redirected log gets the one line per row below, not a stream of updates
     for it in tqdm(range(iters), desc=f"training {kind} M={mem_len}", leave=False, disable=not sys.stderr.isatty()):
-        lr = learning_rate * min(1, (it + 1) / 50) * (0.1 + 0.45 * (1 + math.cos(math.pi * it / iters)))
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = cosine_lr(it, learning_rate, learning_rate / 10, 50, iters)
         x, y = batch(rng, facts[it % len(facts)], batch_size, stages[min(it // stage_iters, len(curriculum))])
         _, loss = run(model, x, y)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(model, optimizer, scaler, 1.0)
     return model.eval()
 
 
@@ -173,19 +170,25 @@ def plot(rows, path):
            ylabel=f"exact answers, distance > {ltm}", title="memory capacity")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path + ".tmp", format="png", dpi=100)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), binary=True)
+
+
+def write_csv(f, rows):
+    w = csv.writer(f)
+    w.writerow(["model", "mem_len", *[f"facts_{n}" for n in facts], "facts_per_slot_at_90"])
+    w.writerows([r["kind"], r["mem_len"], *[r["accuracy"][n] for n in facts], r["facts_per_slot_at_90"]] for r in rows)
 
 
 t_start = time.time()
-vocab = len(prepare.recall_vocab(recall_cfg(max(facts))))
+vocab = len(recall.vocab(recall_cfg(max(facts))))
 rows = []
 for kind, mem_len in [("memoGPT", m) for m in mem_lens] + [("peer", m) for m in peer_mem_lens]:
     t0 = time.time()
     acc = score(train(kind, mem_len, vocab))
     per_slot = max([f for f in facts if acc[f] >= 0.9], default=0) / mem_len
     rows.append(dict(kind=kind, mem_len=mem_len, accuracy=acc, facts_per_slot_at_90=per_slot,
-                     train_s=round(time.time() - t0), label=f"{kind}, {mem_len} memory {'tokens' if kind == 'peer' else 'slots'}"))
+                     train_s=round(time.time() - t0),
+                     label=f"{kind}, {mem_len} memory {'tokens' if kind == 'peer' else 'slots'}"))
     tqdm.write(f"{rows[-1]['label']}: " + ", ".join(f"{f} facts {a:.3f}" for f, a in acc.items()))
 
 print(f"\n# memory capacity: {datetime.date.today()}, {device}, {torch.get_num_threads()} threads, {n_layer} layers x "
@@ -199,14 +202,9 @@ for r in rows:
           f" | {r['facts_per_slot_at_90']:.2f} | {r['train_s']} |")
 os.makedirs(out_dir, exist_ok=True)
 path = os.path.join(out_dir, "capacity")
-with open(path + ".json.tmp", "w") as f:
-    json.dump(dict(date=str(datetime.date.today()), settings=config, rows=rows, seconds=time.time() - t_start), f, indent=1)
-os.replace(path + ".json.tmp", path + ".json")
-with open(path + ".csv.tmp", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["model", "mem_len", *[f"facts_{n}" for n in facts], "facts_per_slot_at_90"])
-    w.writerows([r["kind"], r["mem_len"], *[r["accuracy"][n] for n in facts], r["facts_per_slot_at_90"]] for r in rows)
-os.replace(path + ".csv.tmp", path + ".csv")
+results = dict(date=str(datetime.date.today()), settings=config, rows=rows, seconds=time.time() - t_start)
+write_atomic(path + ".json", lambda f: json.dump(results, f, indent=1))
+write_atomic(path + ".csv", lambda f: write_csv(f, rows))
 try:
     plot(rows, path + ".png")
     print(f"\nwrote {path}.png, .json, .csv ({time.time() - t_start:.0f} s)")

@@ -1,15 +1,17 @@
 """
-Reading prepared datasets (prepare.py writes them): meta.json, the uint16 token shards, batches of samples.
+Reading prepared datasets (prepare.py writes them): meta.json, the uint16 token shards, batches.
 
-A sample is n_seg segments of seg_len tokens: a random window of a text set, or one whole
-sample of the recall set (whose targets are its answers only, with answer_loss: recall_xy).
+A sample is n_seg segments of seg_len tokens: a random window of a text set, or one whole sample
+of the recall set (with answers_only, its targets are the answers alone: recall.xy).
 """
 import json
 import os
 
 import numpy as np
 
-from prepare import DATASETS
+import recall
+
+DATASETS = ("openwebtext", "fineweb", "text", "stdlib", "recall")
 
 
 def load_meta(data_dir):
@@ -52,16 +54,6 @@ def sample_batch(shards, rng, n, length, aligned):
     return rows
 
 
-def recall_xy(rows, meta):
-    """Inputs and targets (both (n, L)) of recall rows (n, L + 1) as sample_batch gives them. Targets are -1
-    everywhere but at the answers, the tokens two after each "?" marker (each target sits at the prediction
-    made just before its answer). In the inputs every answer is hidden (end-of-text): a question asked after
-    others could otherwise be answered by elimination, from the values already given, without recalling its
-    own fact."""
-    L = rows.shape[1] - 1
-    asked = rows[:, :-2] == meta["question"]  # "?" at t: its key at t+1, the answer at t+2
-    y = np.full((rows.shape[0], L), -1, dtype=np.int64)
-    y[:, 1:][asked] = rows[:, 2:][asked]
-    x = rows[:, :-1].copy()
-    x[:, 2:][asked[:, :L - 2]] = meta["eot"]
-    return x, y
+def inputs_targets(rows, meta, answers_only=False):
+    """Rows (n, L + 1) -> inputs, targets (n, L): the next token everywhere, or the recall answers only."""
+    return recall.xy(rows, meta) if answers_only else (rows[:, :-1], rows[:, 1:])

@@ -1,8 +1,6 @@
 """
-Metrics shared by train.py and bench.py: val loss by segment index, recall accuracy by distance.
-Samples are read as model.read_samples reads them (memoGPT through its memory, the plain GPT
-one segment at a time). And what bench.py and sample.py say of a checkpoint whose memory never
-learned to be read.
+How samples are read, and what is measured on them: val loss by segment index (memory carried or
+reset), recall accuracy by distance. Used by train.py and eval_ckpt.py.
 """
 import sys
 
@@ -10,15 +8,35 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from data import recall_xy
-from model import read_samples
+import recall
+
+
+def read_samples(model, x, y, seg_len, carry=True, bptt=0, ltm_size=None, recompute=False):
+    """
+    How a batch of samples (B, n_seg * seg_len) is read, in training and in every evaluation. memoGPT:
+    segment by segment, its memory carried across (bptt, ltm_size, recompute: as in GPT.forward; the
+    memory after the sample is not kept, so its last write is skipped). The plain GPT (mem_len=0): the
+    whole sample as one window if it fits its block_size, else each segment as its own window (the
+    segment a token is in: what memoGPT's tokens attend to besides the memory). carry=False: each
+    segment alone, from an empty memory, for either. model may be wrapped (DDP, torch.compile): it is
+    called, never reached into. Returns logits, loss.
+    """
+    B, T = x.shape
+    cfg = getattr(model, "module", model).config
+    if carry and cfg.mem_len > 0:
+        logits, loss, _ = model(x, y, bptt=bptt, ltm_size=ltm_size, recompute=recompute, need_mem=False)
+        return logits, loss
+    window = T if carry and T <= cfg.block_size else seg_len
+    logits, loss, _ = model(x.reshape(-1, window), None if y is None else y.reshape(-1, window),
+                            recompute=recompute, need_mem=False)
+    return logits.view(B, T, -1), loss
 
 
 @torch.no_grad()
-def segment_loss_sums(model, x, y, seg_len, carry=True, ltm=None):
+def segment_loss_sums(model, x, y, seg_len, carry=True, ltm_size=None):
     """Per segment index: (sum of token losses, number of targets), both float tensors (n_seg,).
-    carry=False: every segment read alone, from an empty memory; ltm: LTM snapshots kept (None = trained)."""
-    logits, _ = read_samples(model, x, None, seg_len, carry, ltm=ltm)
+    carry=False: every segment read alone, from an empty memory."""
+    logits, _ = read_samples(model, x, None, seg_len, carry, ltm_size=ltm_size)
     loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="none")
     valid = (y.flatten() != -1).float()
     n_seg = x.size(1) // seg_len
@@ -26,18 +44,11 @@ def segment_loss_sums(model, x, y, seg_len, carry=True, ltm=None):
             valid.view(-1, n_seg, seg_len).sum((0, 2)).cpu())
 
 
-def per_segment_loss(model, x, y, seg_len):
-    """Mean loss by segment index (nan for a segment without targets)."""
-    sums, counts = segment_loss_sums(model, x, y, seg_len)
-    return (sums / counts).tolist()
-
-
 @torch.no_grad()
-def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm=None):
+def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm_size=None):
     """Exact-answer accuracy (greedy, over the whole vocabulary) by distance in segments from the facts
-    (segment 0) to the question, on the first n_samples whole samples of data (the recall set's val tokens),
-    each answer hidden from the input (data.recall_xy).
-    ltm: LTM snapshots kept (None = as trained)."""
+    (segment 0) to the question, on the first n_samples whole samples of data (recall tokens), every
+    answer hidden from the input (recall.xy)."""
     L, S = meta["sample_len"], meta["seg_len"]
     n_samples = min(n_samples, len(data) // L)
     if n_samples == 0:
@@ -46,9 +57,9 @@ def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm=None):
     for start in range(0, n_samples, batch_size):
         n = min(batch_size, n_samples - start)
         rows = np.asarray(data[start * L:(start + n) * L], dtype=np.int64).reshape(n, L)
-        x, y = recall_xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), meta)  # answers hidden in x
+        x, y = recall.xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), meta)
         y = torch.from_numpy(y)
-        logits, _ = read_samples(model, torch.from_numpy(x).to(device), None, S, ltm=ltm)
+        logits, _ = read_samples(model, torch.from_numpy(x).to(device), None, S, ltm_size=ltm_size)
         asked = y != -1
         right = (logits[asked.to(device)].argmax(-1).cpu() == y[asked]).float()
         distance = (asked.nonzero()[:, 1] + 1) // S  # the answer's segment
@@ -58,8 +69,8 @@ def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm=None):
 
 
 def warn_if_memory_never_read(ckpt, path):
-    """One line on stderr for a memoGPT checkpoint trained on one segment per sample (train.py's config n_seg 1,
-    no curriculum): its memory was written, never read back."""
+    """One line on stderr for a memoGPT checkpoint trained on one segment per sample (n_seg 1, no
+    curriculum): its memory was written, never read back."""
     cfg = ckpt.get("config", {})
     if ckpt["model_args"]["mem_len"] and max((*cfg.get("curriculum", ()), cfg.get("n_seg", 2))) == 1:
         print(f"warning: {path} was trained on one segment per sample (n_seg=1, no curriculum): its memory was "

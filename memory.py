@@ -22,26 +22,33 @@ from dataclasses import dataclass, field
 
 import torch
 
+from common import write_atomic
+
 
 @dataclass
 class Memory:
     stm: torch.Tensor   # (B, M, C) short-term memory, rewritten after every segment
-    ltm: list           # up to K snapshots, oldest first, each (n_layer, 2, B, nh, M, hs): keys, values of W
+    # the LTM: up to K, oldest first, each (n_layer, 2, B, nh, M, hs): W's keys, values
+    snapshots: list
     n_seg: int = 0      # how many complete segments this memory has read
-    segs: list = field(default_factory=list)  # the segment each snapshot was written after (0 = first read)
+    # the segment each snapshot was written after (0 = first read)
+    segs: list = field(default_factory=list)
 
     def ltm_kv(self):
-        """All snapshots side by side: (n_layer, 2, B, nh, K*M, hs), or None when the LTM is empty."""
-        return torch.cat(self.ltm, dim=4) if self.ltm else None
+        """All snapshots side by side: (n_layer, 2, B, nh, K*M, hs), or None if the LTM is empty."""
+        return torch.cat(self.snapshots, dim=4) if self.snapshots else None
 
     def push(self, stm, snapshot, ltm_size):
-        """The memory after one more segment: new STM, snapshot appended, oldest dropped past K."""
+        """The memory after one more segment: new STM, snapshot appended, the oldest dropped
+        past ltm_size."""
         keep = slice(-ltm_size, None) if ltm_size > 0 else slice(0, 0)
-        return Memory(stm, (self.ltm + [snapshot])[keep], self.n_seg + 1, (self.segs + [self.n_seg])[keep])
+        return Memory(stm, (self.snapshots + [snapshot])[keep], self.n_seg + 1,
+                      (self.segs + [self.n_seg])[keep])
 
     def detach(self):
         """Cut the autograd graph here (truncated BPTT): later losses stop reaching back."""
-        return Memory(self.stm.detach(), [s.detach() for s in self.ltm], self.n_seg, self.segs)
+        return Memory(self.stm.detach(), [s.detach() for s in self.snapshots],
+                      self.n_seg, self.segs)
 
     # --- controllable memory: inspect, edit, save, load ---
 
@@ -50,63 +57,70 @@ class Memory:
 
     def drop_snapshot(self, i):
         """Forget snapshot i (0 = oldest; negative counts from the newest)."""
-        ltm, segs = list(self.ltm), list(self.segs)
-        del ltm[i], segs[i]
-        return Memory(self.stm, ltm, self.n_seg, segs)
+        snapshots, segs = list(self.snapshots), list(self.segs)
+        del snapshots[i], segs[i]
+        return Memory(self.stm, snapshots, self.n_seg, segs)
 
     def nbytes(self):
-        return sum(t.numel() * t.element_size() for t in [self.stm] + self.ltm)
+        return sum(t.numel() * t.element_size() for t in [self.stm] + self.snapshots)
 
     def describe(self, seg_len):
-        lines = [f"memory: {self.n_seg} segments read, STM {tuple(self.stm.shape)} norm {self.stm.norm():.2f}, "
-                 f"{len(self.ltm)} LTM snapshots"]
-        for i, (s, snap) in enumerate(zip(self.segs, self.ltm)):
-            lines.append(f"  snapshot {i}: segment {s} (tokens {s * seg_len}..{(s + 1) * seg_len - 1}), "
+        lines = [f"memory: {self.n_seg} segments read, STM {tuple(self.stm.shape)} "
+                 f"norm {self.stm.norm():.2f}, {len(self.snapshots)} LTM snapshots"]
+        for i, (s, snap) in enumerate(zip(self.segs, self.snapshots)):
+            lines.append(f"  snapshot {i}: segment {s} "
+                         f"(tokens {s * seg_len}..{(s + 1) * seg_len - 1}), "
                          f"key norm {snap[:, 0].norm():.2f}, value norm {snap[:, 1].norm():.2f}")
         return "\n".join(lines)
 
     def save(self, path, model):
         """Write atomically (temp name, then rename), marked with the model it belongs to."""
-        state = {"made_by": model_signature(model), "stm": self.stm.cpu(), "ltm": [s.cpu() for s in self.ltm],
-                 "n_seg": self.n_seg, "segs": self.segs}
-        tmp = f"{path}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        state = {"made_by": model_signature(model), "stm": self.stm.cpu(),
+                 "ltm": [s.cpu() for s in self.snapshots], "n_seg": self.n_seg, "segs": self.segs}
+        write_atomic(path, lambda f: torch.save(state, f), binary=True)
 
     @staticmethod
-    def load(path, model, device="cpu", ltm=None):
-        """ltm: the LTM size the memory will be read with (None = the model's): any size fits the same weights."""
+    def load(path, model, device="cpu", ltm_size=None):
+        """ltm_size: the LTM size the memory will be read with (None = the model's): any fits
+        the same weights."""
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"no memory file at {path}: make one with sample.py --read=DOC --save_memory={path}")
+            raise FileNotFoundError(f"no memory file at {path}: "
+                                    f"make one with sample.py --read=DOC --save_memory={path}")
         try:
             state = torch.load(path, map_location=device, weights_only=True)
             made_by = state["made_by"]
         except Exception:
-            raise ValueError(f"{path} is not a memory file: make one with sample.py --save_memory") from None
+            raise ValueError(f"{path} is not a memory file: "
+                             "make one with sample.py --save_memory") from None
         want = model_signature(model)
         if made_by != want:
             what = "weights" if made_by["shape"] == want["shape"] else f"shape {made_by['shape']}"
-            raise ValueError(f"memory file {path} was made by a model with other {what} (this one: {want['shape']}): "
+            raise ValueError(f"memory file {path} was made by a model with other {what} "
+                             f"(this one: {want['shape']}): "
                              "read the document again with this model")
         cfg, stm, snapshots = model.config, state["stm"], state["ltm"]
-        snapshot = (cfg.n_layer, 2, *stm.shape[:1], cfg.n_head, cfg.mem_len, cfg.n_embd // cfg.n_head)
+        snapshot = (cfg.n_layer, 2, *stm.shape[:1], cfg.n_head, cfg.mem_len,
+                    cfg.n_embd // cfg.n_head)
         if (stm.dim() != 3 or stm.shape[1:] != (cfg.mem_len, cfg.n_embd)
-                or any(s.shape != snapshot for s in snapshots) or len(state["segs"]) != len(snapshots)):
-            raise ValueError(f"memory file {path} is damaged: its STM is {tuple(stm.shape)} and it has "
-                             f"{len(snapshots)} snapshots, this model needs (B, {cfg.mem_len}, {cfg.n_embd}) and "
-                             f"snapshots of {snapshot}: read the document again")
-        keep = cfg.ltm if ltm is None else ltm
+                or any(s.shape != snapshot for s in snapshots)
+                or len(state["segs"]) != len(snapshots)):
+            raise ValueError(f"memory file {path} is damaged: its STM is {tuple(stm.shape)} "
+                             f"and it has {len(snapshots)} snapshots, this model needs "
+                             f"(B, {cfg.mem_len}, {cfg.n_embd}) and snapshots of {snapshot}: "
+                             "read the document again")
+        keep = cfg.ltm if ltm_size is None else ltm_size
         if len(snapshots) > keep:
-            raise ValueError(f"memory file {path} holds {len(snapshots)} LTM snapshots, more than the {keep} kept "
-                             f"here: load it with ltm={len(snapshots)} (sample.py --ltm={len(snapshots)})")
+            raise ValueError(f"memory file {path} holds {len(snapshots)} LTM snapshots, "
+                             f"more than the {keep} kept here: load it with ltm={len(snapshots)} "
+                             f"(sample.py --ltm={len(snapshots)})")
         return Memory(stm, snapshots, state["n_seg"], state["segs"])
 
 
 def model_signature(model):
     """What a memory must match to be read by a model: its shape, and a digest of its memory weights
     (they change with any training, so a memory from another checkpoint is caught too). Not the LTM
-    size: its parameters are per layer and head, not per snapshot, so it can be chosen when the memory is
-    read (Memory.load)."""
+    size: its parameters are per layer and head, not per snapshot, so it can be chosen when the
+    memory is read (Memory.load)."""
     cfg = model.config
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "seg_len")}
     digest = hashlib.sha1()
@@ -119,8 +133,8 @@ def model_signature(model):
 def segment_mask(n_past, n_read, n_tok, n_write, device):
     """
     Which keys the new rows of a segment may attend to (True = may), built once per shape.
-    New rows are [R | X | W] (any part may be absent); keys are [past | new rows], where past is what
-    the segment holds already: the LTM, and in streaming also R and the tokens read so far.
+    New rows are [R | X | W] (any part may be absent); keys are [past | new rows], where past is
+    what the segment holds already: the LTM, and in streaming also R and the tokens read so far.
     A whole segment (training), M=2, 3 tokens, 2 LTM keys:
 
                  LTM   R     X       W
@@ -147,8 +161,9 @@ def segment_mask(n_past, n_read, n_tok, n_write, device):
 
 @functools.lru_cache(maxsize=64)
 def key_ages(n_snapshots, M, n_keys, device):
-    """Each key's age in segments (n_keys,) when the keys begin with n_snapshots LTM snapshots of M keys,
-    oldest first: snapshot i is n_snapshots - i segments old (the newest 1); the segment's own rows are 0."""
+    """Each key's age in segments (n_keys,) when the keys begin with n_snapshots LTM snapshots
+    of M keys, oldest first: snapshot i is n_snapshots - i segments old (the newest 1); the
+    segment's own rows are 0."""
     age = torch.zeros(n_keys, device=device)
     age[:n_snapshots * M] = torch.arange(n_snapshots, 0, -1, device=device).repeat_interleave(M)
     return age

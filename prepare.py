@@ -11,33 +11,31 @@ Prepare a dataset as uint16 token shards for train.py.
 Output: data/<dataset>/ (data/<name>/ with --name): train_000.bin, ..., val_000.bin, ... and meta.json,
 written last: a directory is complete iff it holds meta.json. Read a shard with
 np.memmap(path, dtype=np.uint16, mode="r"); every document ends with the end-of-text token meta["eot"].
-Train and val are split by document. Other scripts use gpt2_encoding() and get_tokenizer(meta) from here.
+Train and val are split by document.
 
 Text sets are GPT-2's BPE (--tokenizer=gpt2, vocab 50257, eot 50256) or bytes (--tokenizer=bytes): ids 0..255
-are the UTF-8 bytes, and end-of-text, which needs an id of its own, is 256 (vocab_size 257, still uint16 shards);
-get_tokenizer decodes it as "<|endoftext|>", as GPT-2's does, and bytes that are no UTF-8 as U+FFFD.
+are the UTF-8 bytes, and end-of-text, which needs an id of its own, is 256 (vocab_size 257, still uint16
+shards). The tokenizers are in tokenizer.py, the recall task in recall.py.
 """
 import collections
 import difflib
 import functools
 import glob
-import hashlib
 import json
 import math
 import multiprocessing
 import os
 import pathlib
-import subprocess
-import sys
 import sysconfig
-import tarfile
-import tempfile
 
 import numpy as np
-import tiktoken
 from tqdm import tqdm
 
+import recall
+from common import write_atomic
 from configurator import configure, override
+from data import DATASETS
+from tokenizer import BYTES_EOT, EOT_TEXT, gpt2_encoding
 
 # -----------------------------------------------------------------------------
 # default config values, override on the command line with --key=value
@@ -71,7 +69,6 @@ seed = 1337  # train uses seed, val seed+1
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))]
 
-DATASETS = ("openwebtext", "fineweb", "text", "stdlib", "recall")
 SOURCES = {  # load_dataset() arguments, tried in order until one opens; the split is "train", the text in column "text"
     # load_dataset("openwebtext") runs a loading script, which datasets>=4 no longer does: read the parquet files
     # of Skylion007/openwebtext, else one of two parquet mirrors of it; another: --hf_path/--hf_data_files above
@@ -85,19 +82,6 @@ TEXT_SETTINGS = ("shard_size", "tokenizer", "val_fraction", "max_docs", "hf_path
                  "input")
 RECALL_SETTINGS = ("shard_size", "seg_len", "n_seg", "n_facts", "n_keys", "n_values", "n_filler", "n_train", "n_val",
                    "seed")
-BYTES_EOT = 256  # --tokenizer=bytes: the UTF-8 bytes take ids 0..255, so end-of-text is the next one
-EOT_TEXT = "<|endoftext|>"  # how end-of-text decodes, in both text tokenizers
-
-# GPT-2's BPE is tiktoken's r50k_base file, shipped byte-identical in the openai-whisper sdist on PyPI
-WHISPER = "openai-whisper==20250625"
-BPE_MEMBER = "whisper/assets/gpt2.tiktoken"
-BPE_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
-BPE_CACHE_NAME = "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4"  # sha1 of its URL: tiktoken's cache key
-BPE_HELP = ("run `python -c 'import prepare; prepare.gpt2_encoding()'` where PyPI is reachable and copy "
-            f"~/.cache/memogpt/tiktoken/ here (or set TIKTOKEN_CACHE_DIR to a dir holding {BPE_CACHE_NAME}); "
-            "--dataset=recall needs no BPE")
-
-
 def resolve(overrides):
     """The defaults above with overrides applied; a mistyped key or value stops with one line."""
     cfg = override({k: globals()[k] for k in config_keys}, overrides, "prepare")
@@ -121,84 +105,6 @@ def check_uint16(vocab_size, name):
     if vocab_size > 2**16:
         raise SystemExit(f"the {name} vocabulary has {vocab_size} tokens: ids do not fit uint16 shards "
                          "(65536 at most)")
-
-
-@functools.lru_cache(maxsize=None)
-def gpt2_encoding():
-    """GPT-2's BPE as a tiktoken Encoding; offline once the tiktoken cache holds the file."""
-    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR") or os.path.expanduser("~/.cache/memogpt/tiktoken")
-    os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir  # where tiktoken looks, instead of a temp dir
-    path = os.path.join(cache_dir, BPE_CACHE_NAME)
-    if not (os.path.exists(path) and _sha256(pathlib.Path(path).read_bytes()) == BPE_SHA256):
-        fetch_gpt2_bpe(path)
-    # r50k_base is GPT-2's encoding (same ranks, pattern and <|endoftext|>) read from that one file;
-    # tiktoken's "gpt2" would download vocab.bpe and encoder.json instead
-    enc = tiktoken.get_encoding("r50k_base")
-    check_uint16(enc.n_vocab, "gpt2")
-    return enc
-
-
-def fetch_gpt2_bpe(path):
-    """Put GPT-2's BPE file at path, taken from the openai-whisper sdist on PyPI."""
-    print(f"fetching GPT-2's BPE from the {WHISPER} sdist on PyPI into {os.path.dirname(path)}")
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", tmp,
-               WHISPER]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        sdists = glob.glob(os.path.join(tmp, "*.tar.gz"))
-        if r.returncode or not sdists:
-            why = (r.stderr.strip().splitlines() or ["no sdist"])[-1]
-            raise SystemExit(f"cannot get GPT-2's BPE: pip download {WHISPER} failed ({why}); {BPE_HELP}")
-        install_gpt2_bpe(sdists[0], path)
-
-
-def install_gpt2_bpe(sdist, path):
-    """Copy the BPE file out of a whisper sdist to path if its sha256 is right; atomically."""
-    with tarfile.open(sdist) as tf:
-        member = next((m for m in tf.getmembers() if m.name.endswith("/" + BPE_MEMBER)), None)
-        data = tf.extractfile(member).read() if member else b""
-    if _sha256(data) != BPE_SHA256:
-        raise SystemExit(f"{sdist} holds no {BPE_MEMBER} with sha256 {BPE_SHA256}; {BPE_HELP}")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)  # readers see the whole file or none
-
-
-def _sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def get_tokenizer(meta):
-    """(encode, decode) for a prepared dataset: encode(str) -> list[int], decode(list[int]) -> str.
-    In the text tokenizers "<|endoftext|>" encodes to end-of-text and end-of-text decodes to it."""
-    if meta["tokenizer"] == "gpt2":
-        enc = gpt2_encoding()
-        return (lambda s: enc.encode(s, allowed_special={EOT_TEXT})), enc.decode
-    if meta["tokenizer"] == "bytes":
-        pieces = [bytes([i]) for i in range(256)] + [EOT_TEXT.encode()]
-
-        def encode(s):
-            ids = []
-            for n, part in enumerate(s.split(EOT_TEXT)):
-                ids += [BYTES_EOT] * (n > 0) + list(part.encode())
-            return ids
-
-        # a sample can end inside a character, or be no UTF-8 at all: U+FFFD, never an error
-        return encode, lambda ids: b"".join(pieces[i] for i in ids).decode("utf-8", errors="replace")
-    if meta["tokenizer"] == "recall":
-        itos = meta["itos"]
-        stoi = {s: i for i, s in enumerate(itos)}
-
-        def encode(s):
-            unknown = [w for w in s.split() if w not in stoi]
-            if unknown:
-                raise ValueError(f"{unknown[0]!r} is not a recall token (they are {' '.join(itos[:4])} ...)")
-            return [stoi[w] for w in s.split()]
-
-        return encode, lambda ids: " ".join(itos[i] for i in ids)
-    raise SystemExit(f"unknown tokenizer {meta['tokenizer']!r} in meta.json (known: gpt2, bytes, recall)")
 
 
 # -----------------------------------------------------------------------------
@@ -242,12 +148,6 @@ def remove_outputs(out_dir):
     for pattern in ("meta.json", "meta.json.tmp", "train_*.bin*", "val_*.bin*"):
         for path in glob.glob(os.path.join(out_dir, pattern)):
             os.remove(path)
-
-
-def write_json_atomic(path, obj):
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)
 
 
 # -----------------------------------------------------------------------------
@@ -406,71 +306,28 @@ def tokenize_text(cfg, out_dir, sources):
 # -----------------------------------------------------------------------------
 # recall: the synthetic long-range recall set
 
-QUESTION = 1  # the id of "?": the fact's key and its value (the answer) follow it
-
-
-def recall_vocab(cfg):
-    """Token strings by id: 0 = <eot> (also padding), 1 = ? (question marker), then keys, values, filler."""
-    return (["<eot>", "?"] + [f"k{j}" for j in range(cfg["n_keys"])] + [f"v{j}" for j in range(cfg["n_values"])]
-            + [f"f{j}" for j in range(cfg["n_filler"])])
-
-
-def recall_first_ids(cfg):
-    """The first id of the keys, of the values and of the filler in recall_vocab."""
-    return 2, 2 + cfg["n_keys"], 2 + cfg["n_keys"] + cfg["n_values"]
-
-
-def recall_samples(n, cfg, rng):
-    """n samples of n_seg segments (n, n_seg*seg_len) of filler: segment 0 opens with the n_facts facts
-    "k v k v ...", and each fact is asked once, "? k v" (v the answer), in a random later segment; the
-    questions of a segment close it, up to seg_len // 3 of them, so several facts can share a segment
-    (each (segment, place) is drawn alike). No answer gives another away, and the first segments of a
-    sample are a valid sample too."""
-    S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
-    key0, val0, fil0 = recall_first_ids(cfg)
-    x = fil0 + rng.integers(cfg["n_filler"], size=(n, n_seg * S))
-    keys = key0 + rng.random((n, cfg["n_keys"])).argsort(axis=1)[:, :F]  # distinct within a sample
-    values = val0 + rng.integers(cfg["n_values"], size=(n, F))
-    x[:, 0:2 * F:2], x[:, 1:2 * F:2] = keys, values
-    per_seg = S // 3
-    slot = rng.random((n, (n_seg - 1) * per_seg)).argsort(axis=1)[:, :F]  # (n, F) distinct question slots
-    asked_in = 1 + slot // per_seg
-    # a segment's questions in the random order of their slots, closing it
-    order = ((asked_in[:, :, None] == asked_in[:, None, :]) & (slot[:, None, :] < slot[:, :, None])).sum(2)
-    answers = asked_in * S + S - 1 - 3 * order
-    rows = np.arange(n)[:, None]
-    x[rows, answers - 2], x[rows, answers - 1], x[rows, answers] = QUESTION, keys, values
-    return x.astype(np.uint16)
-
-
 def check_recall(cfg):
-    """Stop with one line on recall settings that make no valid sample."""
-    S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
-    sample_len = n_seg * S
-    if not (1 <= F <= (n_seg - 1) * (S // 3) and S >= max(3, 2 * F) and cfg["n_keys"] >= F
-            and min(cfg["n_values"], cfg["n_filler"]) >= 1):
-        raise SystemExit("recall needs n_seg >= 2, seg_len >= 3, 1 <= n_facts <= (n_seg-1) * (seg_len//3) questions, "
-                         "the facts in segment 0 (2*n_facts <= seg_len), n_keys >= n_facts and n_values, n_filler >= 1; "
-                         f"got n_facts={F}, n_seg={n_seg}, seg_len={S}, n_keys={cfg['n_keys']}, "
-                         f"n_values={cfg['n_values']}, n_filler={cfg['n_filler']}")
-    if cfg["shard_size"] < sample_len:
-        raise SystemExit(f"shard_size {cfg['shard_size']} is below one recall sample ({sample_len} tokens)")
-    check_uint16(len(recall_vocab(cfg)), "recall")
+    """Stop with one line on recall settings that make no valid sample or do not fit the shards."""
+    recall.check(cfg)
+    if cfg["shard_size"] < cfg["n_seg"] * cfg["seg_len"]:
+        raise SystemExit(f"shard_size {cfg['shard_size']} is below one recall sample "
+                         f"({cfg['n_seg'] * cfg['seg_len']} tokens)")
+    check_uint16(len(recall.vocab(cfg)), "recall")
 
 
 def make_recall(cfg, out_dir):
     S, n_seg = cfg["seg_len"], cfg["n_seg"]
-    sample_len, itos = n_seg * S, recall_vocab(cfg)
+    sample_len, itos = n_seg * S, recall.vocab(cfg)
     shard_size = cfg["shard_size"] // sample_len * sample_len  # samples never straddle shards
     shards, chunk = {}, 16384  # samples made at a time, to bound memory
     for split, n, split_seed in (("train", cfg["n_train"], cfg["seed"]), ("val", cfg["n_val"], cfg["seed"] + 1)):
         rng, writer = np.random.default_rng(split_seed), ShardWriter(out_dir, split, shard_size)
         for start in tqdm(range(0, n, chunk), desc=f"writing recall {split}", unit="chunk"):
-            writer.write(recall_samples(min(chunk, n - start), cfg, rng))
+            writer.write(recall.samples(min(chunk, n - start), cfg, rng))
         shards.update(writer.close())
-    val0 = recall_first_ids(cfg)[1]
+    val0 = recall.first_ids(cfg)[1]
     return dict(tokenizer="recall", vocab_size=len(itos), eot=0, itos=itos, sample_len=sample_len, seg_len=S,
-                n_seg=n_seg, n_facts=cfg["n_facts"], question=QUESTION, n_values=cfg["n_values"],
+                n_seg=n_seg, n_facts=cfg["n_facts"], question=recall.QUESTION, n_values=cfg["n_values"],
                 value_ids=list(range(val0, val0 + cfg["n_values"])),
                 train_samples=cfg["n_train"], val_samples=cfg["n_val"], shards=shards)
 
@@ -482,10 +339,10 @@ def prepare(**overrides):
     cfg = resolve(overrides)
     out_dir = os.path.join(cfg["data_dir"], cfg["name"] or cfg["dataset"])
     meta_path = os.path.join(out_dir, "meta.json")
-    recall = cfg["dataset"] == "recall"
-    settings = {k: cfg[k] for k in (RECALL_SETTINGS if recall else TEXT_SETTINGS)}
+    is_recall = cfg["dataset"] == "recall"
+    settings = {k: cfg[k] for k in (RECALL_SETTINGS if is_recall else TEXT_SETTINGS)}
     settings["dataset"] = cfg["dataset"]
-    sources = check_recall(cfg) if recall else sources_of(cfg)  # errors come before anything is removed
+    sources = check_recall(cfg) if is_recall else sources_of(cfg)  # errors come before anything is removed
     if os.path.exists(meta_path) and not cfg["force"]:
         with open(meta_path) as fp:
             meta = json.load(fp)
@@ -496,12 +353,12 @@ def prepare(**overrides):
         changed = [k for k in settings if meta.get("settings", {}).get(k) != settings[k]]
         raise SystemExit(f"{out_dir} was prepared with other settings ({', '.join(changed)}); "
                          "--force=True redoes it")
-    if cfg["tokenizer"] == "gpt2" and not recall:
+    if cfg["tokenizer"] == "gpt2" and not is_recall:
         gpt2_encoding()  # fetched if need be, before anything is removed
     os.makedirs(out_dir, exist_ok=True)
     remove_outputs(out_dir)  # stale shards of an earlier or interrupted run
     try:
-        meta = make_recall(cfg, out_dir) if recall else tokenize_text(cfg, out_dir, sources)
+        meta = make_recall(cfg, out_dir) if is_recall else tokenize_text(cfg, out_dir, sources)
     except BaseException:
         remove_outputs(out_dir)  # never leave shards that look usable
         if not os.listdir(out_dir):
@@ -511,7 +368,7 @@ def prepare(**overrides):
     for split in ("train", "val"):
         meta[f"{split}_tokens"] = sum(n for name, n in meta["shards"].items() if name.startswith(split))
     meta["settings"] = settings
-    write_json_atomic(meta_path, meta)  # last: it marks the directory complete
+    write_atomic(meta_path, lambda f: json.dump(meta, f, indent=1))  # last: it marks the directory complete
     print(f"wrote {out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens "
           f"in {len(meta['shards'])} shard(s)")
     return meta

@@ -6,7 +6,7 @@ Sample from a trained memoGPT (out_dir/ckpt.pt) or a pretrained GPT-2, printing 
     python sample.py --init_from=gpt2 --mem_len=32 --ltm=4 --seg_len=64   # GPT-2 with (untrained) memory
     python sample.py --out_dir=out-recall --ltm=8 --start='f1 f2 ? k3'    # more LTM snapshots than trained
 
-Generation streams (model.generate_stream): a memoGPT carries a fixed-size memory from segment
+Generation streams (stream.py): a memoGPT carries a fixed-size memory from segment
 to segment, so its state does not grow with the number of tokens generated.
 
 Controllable memory: read a document into memory, save it, and ask about it in a later run
@@ -35,17 +35,18 @@ read, edit (--clear_ltm, --drop_snapshot), save, show, then every sample starts 
 """
 import os
 import sys
-from contextlib import nullcontext
 
 import torch
 from tqdm import tqdm
 
 from attention_map import MapStream, plot, table, write_csv
+from common import autocast
 from configurator import configure
 from evaluate import warn_if_memory_never_read
 from memory import Memory
-from model import GPT, Stream
-from prepare import get_tokenizer, gpt2_encoding
+from model import GPT
+from stream import Stream
+from tokenizer import get_tokenizer, gpt2_encoding
 
 init_from = "resume"     # resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, ... | a local HF directory
 out_dir = "out"
@@ -117,8 +118,7 @@ torch.manual_seed(seed)  # the new memory parameters of a pretrained GPT-2 start
 torch.backends.cuda.matmul.allow_tf32 = True
 torch.backends.cudnn.allow_tf32 = True
 device_type = "cuda" if "cuda" in device else "cpu"
-ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-ctx = nullcontext() if device_type == "cpu" else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+ctx = autocast(device_type, dtype)
 
 # model and tokenizer
 overrides = {k: v for k, v in dict(mem_len=mem_len, ltm=ltm, seg_len=seg_len).items() if v is not None}
@@ -187,14 +187,14 @@ with torch.no_grad(), ctx:
         pad = -len(ids) % cfg.seg_len
         x = torch.tensor(ids + [meta["eot"]] * pad, dtype=torch.long, device=device)[None]
         for i in tqdm(range(0, x.size(1), cfg.seg_len), desc=f"reading {read}", unit="segment"):
-            _, _, mem = model(x[:, i:i + cfg.seg_len], mem=mem, ltm=ltm)
+            _, _, mem = model(x[:, i:i + cfg.seg_len], mem=mem, ltm_size=ltm)
         print(f"read {len(ids)} tokens of {read} into memory ({x.size(1) // cfg.seg_len} segments, "
               f"the last padded with {pad} end-of-text tokens)", file=sys.stderr)
     if clear_ltm:
         mem = mem.clear_ltm()
     if drop_snapshot is not None:
-        if not -len(mem.ltm) <= drop_snapshot < len(mem.ltm):
-            raise SystemExit(f"--drop_snapshot={drop_snapshot}: the memory has {len(mem.ltm)} snapshots "
+        if not -len(mem.snapshots) <= drop_snapshot < len(mem.snapshots):
+            raise SystemExit(f"--drop_snapshot={drop_snapshot}: the memory has {len(mem.snapshots)} snapshots "
                              "(0 = oldest, -1 = newest)")
         mem = mem.drop_snapshot(drop_snapshot)
     if save_memory:
@@ -211,7 +211,7 @@ with torch.no_grad(), ctx:
         idx = torch.tensor(start_ids, dtype=torch.long, device=device)[None]
         stream = MapStream(model, 1, mem, ltm) if attention_map and i == 0 else Stream(model, 1, mem, ltm)
         print(decode(prompt_ids), end="", flush=True)
-        new = model.generate_stream(idx, max_new_tokens, temperature, top_k, stream, meta["vocab_size"])
+        new = stream.generate(idx, max_new_tokens, temperature, top_k, meta["vocab_size"])
         for piece in pieces((t.item() for t in new), prompt_ids):
             print(piece, end="", flush=True)
         print("\n---------------", flush=True)

@@ -13,12 +13,12 @@ stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to 
 Without --n_seg a memoGPT trains on 2 segments per sample for a quarter of max_iters, then on 4,
 so that what its memory writes is read back (`python train.py --mem_len=32 --ltm=4` trains a memory).
 """
+import glob
 import json
 import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 
 import numpy as np
@@ -28,10 +28,11 @@ from torch.distributed import (all_gather_object, all_reduce, barrier, broadcast
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from common import autocast, cosine_lr, optimizer_step, write_atomic
 from configurator import configure
-from data import load_meta, open_split, recall_xy, sample_batch
-from evaluate import recall_accuracy, segment_loss_sums
-from model import GPT, GPTConfig, read_samples
+from data import inputs_targets, load_meta, open_split, sample_batch
+from evaluate import read_samples, recall_accuracy, segment_loss_sums
+from model import GPT, GPTConfig
 
 # I/O
 out_dir = "out"
@@ -40,16 +41,14 @@ eval_iters = 20          # val batches for the val loss
 recall_samples = 500     # recall set: val samples scored for accuracy by distance
 eval_ltm = None          # LTM snapshots kept at evaluation; None = as trained (the LTM's size adds no parameters)
 eval_only = False        # evaluate once and exit
-log_interval = 10        # iterations between readings of the training loss (bar, finite check): a reading waits
-                         # for the device, so not every iteration (nanoGPT); every evaluation logs it too
+log_interval = 10        # iterations between readings of the training loss (each waits for the device)
 init_from = "scratch"    # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, ... | a local HF directory
 # data
 dataset = "openwebtext"  # data/<dataset>/, made by prepare.py --dataset=<dataset> (or --name=<dataset>)
 gradient_accumulation_steps = 1  # over all processes: each of N DDP processes does 1/N of them
 batch_size = 8           # samples per micro-step
 seg_len = 1024           # tokens per segment
-n_seg = 0                # segments per sample in the last (or only) curriculum stage; 0 = 1 for the plain GPT,
-                         # 4 for memoGPT (after a curriculum, see below)
+n_seg = 0                # segments per sample in the last curriculum stage; 0 = 1 (plain GPT), 4 (memoGPT)
 curriculum = ()          # n_seg of the stages before, e.g. (1, 2, 4); () = n_seg from the start
 stage_iters = 0          # iterations per curriculum stage
 answer_loss = False      # recall set: loss on the answer tokens only (all else is noise to predict)
@@ -64,7 +63,7 @@ block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
-recompute = False        # recompute each segment in the backward pass: activation memory ~flat in n_seg, ~1/3 more work
+recompute = False        # recompute each segment in the backward pass: less activation memory, more work
 # AdamW, cosine learning rate with linear warmup
 learning_rate = 6e-4
 max_iters = 5000
@@ -81,7 +80,6 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.cuda.is_available() else "float32"
 compile = False          # torch.compile the model
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
-                         # (two threads then stall each other at every op)
 seed = 1337
 MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
 model_defaults = {k: globals()[k] for k in MODEL_SETTINGS}
@@ -110,7 +108,7 @@ if gradient_accumulation_steps % world:
                      f"{world} processes")
 accum = gradient_accumulation_steps // world
 device_type = "cuda" if device.startswith("cuda") else "cpu"
-ctx = nullcontext() if dtype == "float32" else torch.amp.autocast(device_type, dtype=getattr(torch, dtype))
+ctx = autocast(device_type, dtype)
 
 data_dir = os.path.join("data", dataset)
 try:
@@ -124,8 +122,9 @@ if answer_loss and not recall:
 
 # model
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
-if master and os.path.exists(ckpt_path + ".tmp"):
-    os.remove(ckpt_path + ".tmp")  # left by a run killed while saving
+if master:
+    for tmp in glob.glob(glob.escape(ckpt_path) + ".*tmp"):
+        os.remove(tmp)  # left by a run killed while saving
 ckpt = None
 torch.manual_seed(seed + rank)  # the initial weights (DDP copies rank 0's to all), then dropout
 try:
@@ -160,8 +159,8 @@ if model.config.vocab_size < meta["vocab_size"] or seg_len > model.config.block_
     raise SystemExit(f"the {init_from} model (vocab {model.config.vocab_size}, block_size {model.config.block_size}) "
                      f"cannot read {dataset} (vocab {meta['vocab_size']}) in segments of seg_len={seg_len}")
 if n_seg == 0:  # chosen by the model's mem_len (on a resume the checkpoint's: as the run it resumes chose)
-    # one segment per sample never reads what the memory wrote. Memory is learned at distance 1 first (without a
-    # curriculum config/recall.py stayed at chance), so 2 segments for a quarter of the run, then 4
+    # one segment per sample never reads what the memory wrote; memory is learned at distance 1 first,
+    # so 2 segments for a quarter of the run, then 4
     n_seg = 4 if model_args["mem_len"] else 1
     if model_args["mem_len"] and not curriculum:
         curriculum, stage_iters = (2,), stage_iters or max(1, max_iters // 4)
@@ -208,14 +207,7 @@ eval_model = model.module if ddp else model
 
 
 def get_lr(it):
-    if not decay_lr:
-        return learning_rate
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it > lr_decay_iters:
-        return min_lr
-    ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+    return cosine_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters) if decay_lr else learning_rate
 
 
 def stage_of(it):
@@ -225,8 +217,7 @@ def stage_of(it):
 def get_batch(rng, shards, n, segs):
     """n samples of segs segments: (x, y) on the device. Recall: whole samples cut to segs segments."""
     rows = sample_batch(shards, rng, n, segs * seg_len, meta["sample_len"] if recall else 0)
-    x, y = recall_xy(rows, meta) if answer_loss else (rows[:, :-1], rows[:, 1:])
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    x, y = (torch.from_numpy(a) for a in inputs_targets(rows, meta, answer_loss))
     if device_type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
@@ -246,7 +237,7 @@ def evaluate(segs):
         x, y = get_batch(rng, val_data, batch_size, segs)
         for i, carry in enumerate(carries):
             with ctx:
-                s, c = segment_loss_sums(eval_model, x, y, seg_len, carry, ltm=eval_ltm)
+                s, c = segment_loss_sums(eval_model, x, y, seg_len, carry, ltm_size=eval_ltm)
             sums[i] += s
         counts += c
 
@@ -259,7 +250,8 @@ def evaluate(segs):
         out["memory_gain_by_segment"] = by_segment(sums[1] - sums[0])
     if recall:
         with ctx:
-            acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device, ltm=eval_ltm)
+            acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device,
+                                  ltm_size=eval_ltm)
         out["recall_accuracy"] = {d: round(a, 4) for d, a in acc.items()}
     eval_model.train()
     return out
@@ -280,8 +272,7 @@ def save_checkpoint():
              "config": config, "meta": meta, "rng": rng, "stage": stage_of(iter_num),
              "n_seg": stages[stage_of(iter_num)]}
     os.makedirs(out_dir, exist_ok=True)
-    torch.save(state, ckpt_path + ".tmp")
-    os.replace(ckpt_path + ".tmp", ckpt_path)
+    write_atomic(ckpt_path, lambda f: torch.save(state, f), binary=True)
 
 
 def stop_unless_finite(loss, what):
@@ -362,12 +353,7 @@ while True:
         loss_now = train_loss.item()
         stop_unless_finite(loss_now, "training loss")
         bar.set_postfix(loss=f"{loss_now:.4f}", n_seg=segs, lr=f"{lr:.1e}")
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer_step(model, optimizer, scaler, grad_clip)
     tokens += x_all.numel()
     iter_num += 1
     bar.update(1)

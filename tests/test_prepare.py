@@ -1,4 +1,4 @@
-"""Tests for prepare.py: offline, on small data the tests write. Run: python -m pytest -q test_prepare.py"""
+"""Tests for prepare.py and the recall task (recall.py): offline, on small data the tests write."""
 import glob
 import hashlib
 import io
@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 import prepare
+import recall
+from tokenizer import get_tokenizer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: scripts run by path
 EOT = "<|endoftext|>"
 # unique documents with the awkward cases: empty, unicode, newlines, and the eot text itself (kept as text)
 DOCS = [f"doc {i}: " + s for i, s in enumerate(
@@ -50,7 +52,7 @@ def one_line_exit(excinfo):
 
 
 def check_text_dataset(out_dir, meta, docs, tokenizer="gpt2"):
-    encode, decode = prepare.get_tokenizer(meta)
+    encode, decode = get_tokenizer(meta)
     assert meta["tokenizer"] == tokenizer
     assert (meta["vocab_size"], meta["eot"]) == {"gpt2": (50257, 50256), "bytes": (257, 256)}[tokenizer]
     for name, n in meta["shards"].items():  # counts in meta match the files, no temp names left
@@ -159,17 +161,6 @@ def test_stdlib_defaults_to_this_pythons():
     assert prepare.resolve(dict(dataset="stdlib", val_fraction=0.1))["val_fraction"] == 0.1
 
 
-def test_bytes_tokenizer():
-    """ids are the UTF-8 bytes and end-of-text is 256, written and read as "<|endoftext|>"; any ids decode,
-    bytes that are no UTF-8 (a sample cut inside a character) as U+FFFD."""
-    encode, decode = prepare.get_tokenizer({"tokenizer": "bytes"})
-    assert encode("hé") == [104, 195, 169] and encode("") == []
-    assert encode(f"a{EOT}b") == [97, 256, 98] and encode(EOT + EOT) == [256, 256]
-    for text in DOCS + [f"{EOT}x{EOT}"]:
-        assert decode(encode(text)) == text
-    assert decode([104, 195]) == "h\ufffd" and decode([255, 256, 10]) == f"\ufffd{EOT}\n"
-
-
 @pytest.mark.parametrize("bad_files", ["skip", "stop"])
 def test_files_that_are_not_utf8(tmp_path, capsys, bad_files):
     for i, d in enumerate(DOCS[:4]):
@@ -211,7 +202,7 @@ def test_recall_answers_recoverable(tmp_path):
     S, n_seg, F = meta["seg_len"], meta["n_seg"], meta["n_facts"]
     assert (meta["sample_len"], S, n_seg, F, meta["eot"]) == (128, 16, 8, 3, 0) and meta["tokenizer"] == "recall"
     assert len(meta["value_ids"]) == meta["n_values"] == 16 and len(meta["itos"]) == meta["vocab_size"]
-    encode, decode = prepare.get_tokenizer(meta)
+    encode, decode = get_tokenizer(meta)
     assert encode("?") == [meta["question"]]
     assert [meta["itos"][v] for v in meta["value_ids"]] == [f"v{j}" for j in range(16)]
     train = recall_samples_of(out_dir, meta, "train")
@@ -242,29 +233,28 @@ def test_recall_answers_recoverable(tmp_path):
 
 
 def test_recall_inputs_and_targets():
-    """recall_xy puts each answer at the prediction before it and hides it in the inputs (no answer can be
+    """recall.xy puts each answer at the prediction before it and hides it in the inputs (no answer can be
     worked out from the others), also in samples cut to fewer segments."""
-    from data import recall_xy
     cfg = prepare.resolve(dict(dataset="recall", n_facts=2))
-    x = prepare.recall_samples(50, cfg, np.random.default_rng(0)).astype(np.int64)
+    x = recall.samples(50, cfg, np.random.default_rng(0)).astype(np.int64)
     rows = np.concatenate([x, np.full((50, 1), -1)], 1)  # sample_batch's rows: one token more
-    meta = dict(question=prepare.QUESTION, eot=0)
-    inputs, y = recall_xy(rows, meta)
+    meta = dict(question=recall.QUESTION, eot=0)
+    inputs, y = recall.xy(rows, meta)
     r, t = np.nonzero(y != -1)
-    assert (np.bincount(r) == 2).all() and (x[r, t - 1] == prepare.QUESTION).all() and (y[r, t] == x[r, t + 1]).all()
+    assert (np.bincount(r) == 2).all() and (x[r, t - 1] == recall.QUESTION).all() and (y[r, t] == x[r, t + 1]).all()
     assert (inputs[r, t + 1] == 0).all()  # the answers are hidden
     keep = np.ones_like(x, dtype=bool)
     keep[r, t + 1] = False
     assert (inputs[keep] == x[keep]).all()  # and nothing else is
-    cut_x, cut_y = recall_xy(rows[:, :2 * 16 + 1], meta)  # first 2 segments only
+    cut_x, cut_y = recall.xy(rows[:, :2 * 16 + 1], meta)  # first 2 segments only
     assert (cut_y == y[:, :2 * 16]).all() and (cut_x == inputs[:, :2 * 16]).all()
 
 
 def test_recall_questions_share_segments_when_facts_outnumber_them():
     cfg = prepare.resolve(dict(dataset="recall", n_facts=8, n_seg=3, seg_len=16))
     prepare.check_recall(cfg)
-    x = prepare.recall_samples(200, cfg, np.random.default_rng(0)).astype(np.int64)
-    rows, q = np.nonzero(x == prepare.QUESTION)
+    x = recall.samples(200, cfg, np.random.default_rng(0)).astype(np.int64)
+    rows, q = np.nonzero(x == recall.QUESTION)
     assert (np.bincount(rows) == 8).all() and set((q // 16).tolist()) == {1, 2}  # 8 questions in 2 segments
     per_segment = np.bincount(rows * 3 + q // 16, minlength=600).reshape(200, 3)
     assert per_segment[:, 1:].max() == 16 // 3 and per_segment[:, 0].max() == 0
@@ -291,7 +281,7 @@ def test_rerun_resumes_or_redoes(tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
-    real, calls = prepare.recall_samples, []
+    real, calls = recall.samples, []
 
     def failing(*args):
         calls.append(1)
@@ -299,7 +289,7 @@ def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(prepare, "recall_samples", failing)
+    monkeypatch.setattr(recall, "samples", failing)
     with pytest.raises(KeyboardInterrupt):  # the first 16384 samples have filled 16 shards by then
         prepare.prepare(dataset="recall", data_dir=str(tmp_path), n_train=20_000, shard_size=128 * 1000)
     assert not (tmp_path / "recall").exists()
@@ -307,7 +297,7 @@ def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
     (tmp_path / "recall").mkdir()
     (tmp_path / "recall" / "train_003.bin").write_bytes(b"x")
     (tmp_path / "recall" / "train_004.bin.tmp").write_bytes(b"x")
-    monkeypatch.setattr(prepare, "recall_samples", real)
+    monkeypatch.setattr(recall, "samples", real)
     meta = prepare.prepare(dataset="recall", data_dir=str(tmp_path), n_train=100, n_val=10)
     assert sorted(os.listdir(tmp_path / "recall")) == sorted(list(meta["shards"]) + ["meta.json"])
 
@@ -349,7 +339,7 @@ def test_network_unreachable(tmp_path, monkeypatch):
 
 
 def test_cli(tmp_path):
-    run = lambda *args: subprocess.run([sys.executable, os.path.join(HERE, "prepare.py"), *args],
+    run = lambda *args: subprocess.run([sys.executable, os.path.join(ROOT, "prepare.py"), *args],
                                        cwd=tmp_path, capture_output=True, text=True)
     r = run("--dataset=recall", "--n_train=64", "--n_val=8", "--shard_size=1_000")
     assert r.returncode == 0, r.stderr
@@ -364,39 +354,7 @@ def test_cli(tmp_path):
 
 def test_import_has_no_side_effects(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TIKTOKEN_CACHE_DIR"}
-    env["PYTHONPATH"] = HERE
+    env["PYTHONPATH"] = ROOT
     code = "import os, prepare; print(os.listdir('.'), 'TIKTOKEN_CACHE_DIR' in os.environ, 'datasets' in os.sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[] False False", r.stderr
-
-
-def test_gpt2_tokenizer():
-    enc = prepare.gpt2_encoding()
-    assert enc.n_vocab == 50257 and enc.eot_token == 50256
-    assert enc.encode_ordinary("Hello world") == [15496, 995]  # GPT-2's ids
-    encode, decode = prepare.get_tokenizer({"tokenizer": "gpt2"})
-    assert encode("Hi" + EOT) == [17250, 50256] and decode(encode("héllo ✓")) == "héllo ✓"
-    with pytest.raises(ValueError, match="not a recall token"):
-        prepare.get_tokenizer({"tokenizer": "recall", "itos": ["<eot>", "?"]})[0]("? k3")
-
-
-def test_bpe_from_sdist_checks_sha256(tmp_path):
-    sdist = tmp_path / "openai_whisper-0.tar.gz"
-    with tarfile.open(sdist, "w:gz") as tf:
-        data = b"not the BPE"
-        info = tarfile.TarInfo("openai_whisper-0/whisper/assets/gpt2.tiktoken")
-        info.size = len(data)
-        tf.addfile(info, io.BytesIO(data))
-    with pytest.raises(SystemExit) as e:
-        prepare.install_gpt2_bpe(str(sdist), str(tmp_path / "cache" / prepare.BPE_CACHE_NAME))
-    assert "sha256" in one_line_exit(e) and not (tmp_path / "cache").exists()
-
-
-def test_bpe_fetch_from_pypi(tmp_path):
-    path = tmp_path / "cache" / prepare.BPE_CACHE_NAME
-    try:
-        prepare.fetch_gpt2_bpe(str(path))
-    except SystemExit as e:
-        pytest.skip(f"pip download did not work here: {e}")
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == prepare.BPE_SHA256
-    assert os.listdir(path.parent) == [path.name]  # no temp file left

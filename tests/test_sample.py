@@ -16,16 +16,18 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import prepare
+import recall
 from attention_map import MapStream
 from memory import Memory
-from model import GPT, GPTConfig, Stream
+from model import GPT, GPTConfig
+from stream import Stream
+from tokenizer import get_tokenizer, gpt2_encoding
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: scripts run by path
 S = 8  # seg_len
-ITOS = prepare.recall_vocab(dict(n_keys=8, n_values=8, n_filler=8))
+ITOS = recall.vocab(dict(n_keys=8, n_values=8, n_filler=8))
 META = dict(tokenizer="recall", vocab_size=len(ITOS), eot=0, itos=ITOS)
-encode, decode = prepare.get_tokenizer(META)
+encode, decode = get_tokenizer(META)
 SEP = "\n---------------\n"
 PROMPT = "f1 ? k3"
 
@@ -74,14 +76,14 @@ def run(*args):
     argv = sys.argv
     sys.argv = ["sample.py", *args]
     try:
-        runpy.run_path(os.path.join(HERE, "sample.py"), run_name="__main__")
+        runpy.run_path(os.path.join(ROOT, "sample.py"), run_name="__main__")
     finally:
         sys.argv = argv
 
 
 def greedy(model, n, mem=None, prompt=PROMPT, ltm=None):
     idx = torch.tensor([encode(prompt)])
-    return decode(model.generate(idx, n, top_k=1, mem=mem, ltm=ltm)[0].tolist())
+    return decode(model.generate(idx, n, top_k=1, mem=mem, ltm_size=ltm)[0].tolist())
 
 
 def test_prints_what_generate_makes(out, capsys):
@@ -141,7 +143,7 @@ def test_gpt2_bpe_prints_whole_characters(tmp_path, capsys):
     n = 100
     run(f"--init_from={tmp_path}", "--mem_len=2", "--ltm=1", "--seg_len=8", "--start=a", "--num_samples=1",
         f"--max_new_tokens={n}", "--temperature=1.0", "--top_k=None", "--seed=3")
-    enc = prepare.gpt2_encoding()
+    enc = gpt2_encoding()
     torch.manual_seed(3)  # as sample.py: the new memory parameters start from the seed
     model = GPT.from_pretrained(str(tmp_path), dropout=0.0, mem_len=2, ltm=1, seg_len=8).eval()
     torch.manual_seed(3)
@@ -153,10 +155,10 @@ def test_gpt2_bpe_prints_whole_characters(tmp_path, capsys):
 def test_state_does_not_grow():
     model = tiny()
     stream = Stream(model, 1)
-    sizes = [stream.nbytes() for _ in model.generate_stream(torch.tensor([[1]]), 16 * S, top_k=1, stream=stream)]
+    sizes = [stream.nbytes() for _ in stream.generate(torch.tensor([[1]]), 16 * S, top_k=1)]
     # sizes[i] is taken after 1 + i tokens were read: i = 4S-1 and 16S-1 are the ends of segments 4 and 16
     assert sizes[4 * S - 1] == sizes[16 * S - 1] and max(sizes) == max(sizes[:4 * S])
-    assert stream.mem.n_seg == 16 and len(stream.mem.ltm) == 2
+    assert stream.mem.n_seg == 16 and len(stream.mem.snapshots) == 2
 
 
 def test_read_save_load_edit_memory(out, tmp_path, capsys):
@@ -165,14 +167,14 @@ def test_read_save_load_edit_memory(out, tmp_path, capsys):
     mem_file, edited = tmp_path / "mem.pt", tmp_path / "edited.pt"
     # the partial last segment is padded with end-of-text tokens: 4 complete segments in memory
     _, _, mem = model(torch.tensor([doc + [META["eot"]] * (S - 3)]))
-    assert mem.n_seg == 4 and len(mem.ltm) == 2
+    assert mem.n_seg == 4 and len(mem.snapshots) == 2
 
     run(*common, f"--read={out_dir}/doc.txt", f"--save_memory={mem_file}", "--show_memory=True")
     with_doc = greedy(model, 2 * S, mem)
     assert capsys.readouterr().out == mem.describe(S) + "\n" + with_doc + SEP
     saved = Memory.load(mem_file, model)
     torch.testing.assert_close(saved.stm, mem.stm, rtol=0, atol=1e-6)
-    torch.testing.assert_close(saved.ltm, mem.ltm, rtol=0, atol=1e-6)
+    torch.testing.assert_close(saved.snapshots, mem.snapshots, rtol=0, atol=1e-6)
 
     run(*common, f"--load_memory={mem_file}")  # a later run: the document is not given again
     assert capsys.readouterr().out == with_doc + SEP
@@ -186,7 +188,7 @@ def test_read_save_load_edit_memory(out, tmp_path, capsys):
         "--num_samples=0")
     assert capsys.readouterr().out == ""
     dropped = Memory.load(edited, model)
-    assert dropped.n_seg == 4 and len(dropped.ltm) == 1 and torch.equal(dropped.ltm[0], saved.ltm[1])
+    assert dropped.n_seg == 4 and len(dropped.snapshots) == 1 and torch.equal(dropped.snapshots[0], saved.snapshots[1])
 
 
 def test_ltm_for_a_checkpoint(out, tmp_path, capsys):
@@ -196,8 +198,8 @@ def test_ltm_for_a_checkpoint(out, tmp_path, capsys):
     common = (f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=1", f"--max_new_tokens={2 * S}", "--top_k=1")
     mem_file = tmp_path / "mem.pt"
     x = torch.tensor([doc + [META["eot"]] * (S - 3)])
-    mem = model(x, ltm=4)[2]
-    assert len(mem.ltm) == 4
+    mem = model(x, ltm_size=4)[2]
+    assert len(mem.snapshots) == 4
     with_4 = greedy(model, 2 * S, mem, ltm=4)
     assert with_4 != greedy(model, 2 * S, model(x)[2])  # the case this test is about: the trained ltm=2 differs
 
@@ -284,7 +286,7 @@ def test_attention_map_without_matplotlib(out, tmp_path, monkeypatch, capsys):
 
     stream = MapStream(model, 1, mem)
     ids = torch.tensor([encode(PROMPT)])
-    ids = torch.cat([ids, *model.generate_stream(ids, 2 * S, top_k=1, stream=stream)], dim=1)[0]
+    ids = torch.cat([ids, *stream.generate(ids, 2 * S, top_k=1)], dim=1)[0]
     with open(tmp_path / "attn.csv", newline="") as f:
         rows = list(csv.reader(f))
     snapshots = ["LTM: segment 2", "LTM: segment 3", "LTM: segment 4", "LTM: segment 5"]
@@ -318,10 +320,10 @@ def test_bytes_checkpoint_reads_a_file_into_memory_and_continues_another(tmp_pat
     continue a prompt file. The output is what model.generate makes from that memory, decoded as one text: the
     untrained model draws bytes that are no UTF-8, printed as U+FFFD, and never an id past the tokenizer's."""
     meta = dict(tokenizer="bytes", vocab_size=257, eot=256)
-    enc, dec = prepare.get_tokenizer(meta)
+    enc, dec = get_tokenizer(meta)
     model = tiny(vocab_size=320)
     out_dir = write_checkpoint(tmp_path / "out", model, meta, config=dict(n_seg=4, curriculum=(2,)))
-    doc = "# héllo ✓\n" + open(os.path.join(HERE, "memory.py")).read()[:20 * S]
+    doc = "# héllo ✓\n" + open(os.path.join(ROOT, "memory.py")).read()[:20 * S]
     (tmp_path / "long.py").write_text(doc)
     (tmp_path / "prompt.py").write_text("def f(x):\n    return")
     n = 3 * S

@@ -3,11 +3,14 @@ The attention map's claims, as tests: the recorded weights are the ones the fast
 path records nothing; every key of a token is accounted for (the shares sum to 1 per head); a snapshot whose
 keys match a token's query gets that token's attention; the map does not change what the stream reads.
 """
+from functools import partial
+
 import torch
 
 from attention_map import MapStream, recording
 from memory import Memory
-from model import GPT, GPTConfig, Stream
+from model import GPT, GPTConfig
+from stream import Stream
 
 S, M, K = 8, 4, 2  # seg_len, mem_len, ltm
 
@@ -28,19 +31,19 @@ def test_recorded_weights_reproduce_the_attention_output():
     GPT's causal kernel and its one token."""
     checked = []
 
-    def check(attn, args, out):
+    def check(record, attn, args, out):
         x, past = args[0], args[1]
         B, T, C = x.shape
         v = attn.c_attn(x).split(C, dim=2)[2].view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2)
         v = v if past is None else torch.cat((past[1], v), dim=2)
-        y = (attn.record[-1] @ v).transpose(1, 2).reshape(B, T, C)
+        y = (record[-1] @ v).transpose(1, 2).reshape(B, T, C)
         torch.testing.assert_close(attn.c_proj(y), out[0], atol=1e-5, rtol=0)
-        checked.append(attn.record[-1].shape[-2:])
+        checked.append(record[-1].shape[-2:])
 
     for model in (tiny(), tiny(mem_len=0)):
-        for block in model.transformer.h:
-            block.attn.register_forward_hook(check)
-        with recording(model), torch.no_grad():
+        with recording(model) as records, torch.no_grad():
+            for block, record in zip(model.transformer.h, records):  # after the recorder's hook: it runs first
+                block.attn.register_forward_hook(partial(check, record))
             model(tokens(3 * S + 3 if model.config.mem_len else S, B=2))
             stream = Stream(model, 2)
             stream.feed(tokens(S + 3, B=2))  # a chunk filling the segment (then W, R), and 3 more
@@ -64,7 +67,7 @@ def test_normal_path_computes_no_weights(monkeypatch):
     stream = Stream(model, 1)
     stream.feed(tokens(2 * S + 3))
     stream.feed(tokens(1))  # (generate's sampling uses softmax: streaming alone here)
-    assert all(block.attn.record is None for block in model.transformer.h)
+    assert not any(block.attn._forward_hooks for block in model.transformer.h)  # the recorder's hooks are gone
 
 
 def test_shares_account_for_every_key():
@@ -93,7 +96,7 @@ def test_share_goes_to_the_snapshot_that_matches():
         q = attn.c_attn(h)[0, 0, :32].view(2, 16)  # (nh, hs)
     key = q * (100 * 16 ** 0.5 / q.pow(2).sum(-1, keepdim=True))  # q . key / sqrt(hs) = 100 in every head
     for target in (0, 1):
-        ltm = [s.clone() for s in mem.ltm]
+        ltm = [s.clone() for s in mem.snapshots]
         ltm[target][0, 0, 0] = key[:, None, :]  # layer 0, keys, batch 0: all M slots
         stream = MapStream(model, 1, Memory(mem.stm, ltm, mem.n_seg, mem.segs))
         stream.feed(token)

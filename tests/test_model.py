@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from memory import Memory, segment_mask
-from model import GPT, GPTConfig, Stream
+from model import GPT, GPTConfig
+from stream import Stream
 
 S, M, K = 8, 4, 2  # seg_len, mem_len, ltm of the small memoGPT used below
 
@@ -123,10 +124,10 @@ def test_ltm_fifo_keeps_the_newest_snapshots():
     idx = tokens(5 * S)
     with torch.no_grad():
         mems = [model(idx[:, :n * S])[2] for n in range(1, 6)]
-    assert [len(m.ltm) for m in mems] == [min(n, K) for n in range(1, 6)]
+    assert [len(m.snapshots) for m in mems] == [min(n, K) for n in range(1, 6)]
     assert [m.n_seg for m in mems] == [1, 2, 3, 4, 5]
     assert mems[4].segs == [3, 4]
-    torch.testing.assert_close(mems[4].ltm[0], mems[3].ltm[1])  # the snapshot of segment 3, one step older
+    torch.testing.assert_close(mems[4].snapshots[0], mems[3].snapshots[1])  # the snapshot of segment 3, one step older
     assert model(idx[:, :S + 3])[2].n_seg == 1  # a partial segment is not written
 
 
@@ -138,7 +139,7 @@ def test_a_steep_age_slope_hides_the_ltm():
     with torch.no_grad():
         a = model(idx)[0]
         model.ltm_age.fill_(-1e4)
-        hidden, none = model(idx)[0], model(idx, ltm=0)[0]
+        hidden, none = model(idx)[0], model(idx, ltm_size=0)[0]
     torch.testing.assert_close(hidden, none, rtol=0, atol=1e-5)
     assert (a - none).abs().max() > 1e-3  # with the trained slopes the LTM is read
 
@@ -225,7 +226,7 @@ def test_inference_state_is_constant_size():
     model = tiny()
     stream = Stream(model, 1)
     sizes, max_keys = {}, 0
-    for t, tok in enumerate(model.generate_stream(tokens(1, B=1), 16 * S, stream=stream), start=2):
+    for t, tok in enumerate(stream.generate(tokens(1, B=1), 16 * S), start=2):
         max_keys = max(max_keys, stream.cache[0].size(3))
         if t % S == 0:
             sizes[t // S] = stream.nbytes()
@@ -311,7 +312,7 @@ def test_memory_stays_bounded_over_1000_segments():
         for s in range(1000):
             logits, _, mem = model(tokens(S, B=1, seed=s), mem=mem)
             norms.append(mem.stm.norm().item())
-    assert torch.isfinite(logits).all() and all(torch.isfinite(x).all() for x in mem.ltm)
+    assert torch.isfinite(logits).all() and all(torch.isfinite(x).all() for x in mem.snapshots)
     assert max(norms) < 2 * norms[0]
 
 
@@ -327,8 +328,8 @@ def test_memory_save_load_is_exact(tmp_path):
         a = Stream(model, 2, mem).feed(idx[:, :S])
         b = Stream(model, 2, loaded).feed(idx[:, :S])
     assert torch.equal(a, b) and loaded.n_seg == 3
-    assert torch.equal(loaded.stm, mem.stm) and all(torch.equal(x, y) for x, y in zip(loaded.ltm, mem.ltm))
-    assert loaded.drop_snapshot(-1).segs == [1] and loaded.clear_ltm().ltm == [] and loaded.segs == [1, 2]
+    assert torch.equal(loaded.stm, mem.stm) and all(torch.equal(x, y) for x, y in zip(loaded.snapshots, mem.snapshots))
+    assert loaded.drop_snapshot(-1).segs == [1] and loaded.clear_ltm().snapshots == [] and loaded.segs == [1, 2]
 
 
 def test_memory_from_another_model_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for train.py, evaluate.py and model.read_samples on a tiny recall set (tiny shapes, CPU, seconds)."""
+"""Tests for train.py and evaluate.py on a tiny recall set (tiny shapes, CPU, seconds)."""
 import json
 import math
 import os
@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from configurator import configure
-from evaluate import per_segment_loss, recall_accuracy
-from data import recall_xy
-from model import GPT, GPTConfig, read_samples
+import recall
+from evaluate import read_samples, recall_accuracy, segment_loss_sums
+from model import GPT, GPTConfig
 from prepare import prepare
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: scripts run by path
 SEG, NSEG = 8, 3
 TINY = ["--dataset=recall", f"--seg_len={SEG}", f"--n_seg={NSEG}", "--n_layer=1", "--n_head=2", "--n_embd=16",
         "--mem_len=2", "--ltm=1", "--batch_size=2", "--eval_iters=2", "--recall_samples=4", "--warmup_iters=1",
@@ -36,7 +36,7 @@ def work(tmp_path, monkeypatch):
 def train(monkeypatch, *args):
     """Run train.py in this process (torch is imported once for all tests)."""
     monkeypatch.setattr(sys, "argv", ["train.py", *TINY, *args])
-    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    runpy.run_path(os.path.join(ROOT, "train.py"), run_name="__main__")
 
 
 def load(path):
@@ -194,8 +194,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(work, monkeypatch):
 def run_train(*args, nproc=1):
     """train.py in a subprocess; under torchrun with nproc processes (gloo on CPU) when nproc > 1."""
     launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
-    env = {**os.environ, "PYTHONPATH": HERE, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *launch, os.path.join(HERE, "train.py"), *TINY, "--device=cpu", *args],
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *launch, os.path.join(ROOT, "train.py"), *TINY, "--device=cpu", *args],
                           env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -228,7 +228,7 @@ class Oracle(torch.nn.Module):
         self.config = SimpleNamespace(mem_len=1)
         self.vocab, self.guess = meta["vocab_size"], meta["value_ids"][0]
 
-    def forward(self, idx, targets=None, mem=None, **kw):  # read_samples' bptt, ltm, ...: ignored
+    def forward(self, idx, targets=None, mem=None, **kw):  # read_samples' bptt, ltm_size, ...: ignored
         nxt = torch.cat((idx[:, 1:], idx[:, :1]), dim=1)
         pick = torch.full_like(idx, self.guess)
         pick[:, SEG:2 * SEG] = nxt[:, SEG:2 * SEG]
@@ -239,7 +239,7 @@ class RecallOracle(Oracle):
     """A perfect memory in segment 1 only: after a key there, the value the key had in segment 0 (its answer is
     hidden from the input); value_ids[0] everywhere else."""
 
-    def forward(self, idx, targets=None, mem=None, **kw):  # read_samples' bptt, ltm, ...: ignored
+    def forward(self, idx, targets=None, mem=None, **kw):  # read_samples' bptt, ltm_size, ...: ignored
         pick = torch.full_like(idx, self.guess)
         for t in range(SEG, 2 * SEG):
             seen = idx[:, :SEG - 1] == idx[:, t:t + 1]  # the key's place in segment 0, if any
@@ -252,7 +252,7 @@ def test_recall_accuracy_by_distance_on_controlled_logits(work):
     data = np.memmap("data/recall/val_000.bin", dtype=np.uint16, mode="r")
     acc = recall_accuracy(RecallOracle(work.meta), data, work.meta, n_samples=10, batch_size=4, device="cpu")
     rows = data[:10 * NSEG * SEG].reshape(10, -1).astype(np.int64)
-    _, y = recall_xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), work.meta)
+    _, y = recall.xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), work.meta)
     answers_at_2 = y[:, 2 * SEG - 1:3 * SEG - 1][y[:, 2 * SEG - 1:3 * SEG - 1] != -1]
     assert acc == {1: 1.0, 2: pytest.approx(np.mean(answers_at_2 == work.meta["value_ids"][0]))}
 
@@ -274,7 +274,8 @@ def test_per_segment_loss_is_a_list_by_segment_index(work):
     x = torch.randint(0, work.meta["value_ids"][0], (3, NSEG * SEG))  # never the oracle's guess
     y = torch.cat((x[:, 1:], x[:, :1]), dim=1)
     y[:, -SEG:] = -1  # no targets in the last segment
-    losses = per_segment_loss(Oracle(work.meta), x, y, SEG)
+    sums, counts = segment_loss_sums(Oracle(work.meta), x, y, SEG)
+    losses = (sums / counts).tolist()  # nan where a segment has no targets
     wrong = math.log(work.meta["vocab_size"] - 1 + math.exp(10))  # loss of a wrong guess, logit 10 vs 0
     assert losses[0] == pytest.approx(wrong, rel=1e-5)
     assert losses[1] == pytest.approx(math.log(1 + (work.meta["vocab_size"] - 1) * math.exp(-10)), abs=1e-6)
@@ -306,7 +307,7 @@ def stdlib(tmp_path, monkeypatch):
     root = tmp_path / "lib"
     root.mkdir()
     for name in ("memory.py", "model.py", "prepare.py", "train.py"):
-        (root / name).write_text(open(os.path.join(HERE, name)).read())
+        (root / name).write_text(open(os.path.join(ROOT, name)).read())
     meta = prepare(data_dir=str(tmp_path / "data"), dataset="stdlib", input=str(root), tokenizer="bytes",
                    val_fraction=0.25)
     monkeypatch.chdir(tmp_path)
@@ -319,7 +320,7 @@ TEXT = ["--dataset=stdlib", "--seg_len=8", "--n_layer=1", "--n_head=2", "--n_emb
 
 def train_text(monkeypatch, *args):
     monkeypatch.setattr(sys, "argv", ["train.py", *TEXT, *args])
-    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    runpy.run_path(os.path.join(ROOT, "train.py"), run_name="__main__")
 
 
 def test_memogpt_without_n_seg_reads_its_memory_in_training(stdlib, monkeypatch, capsys):
@@ -365,9 +366,9 @@ def test_recall_evaluation_keeps_to_accuracy_by_distance(work, monkeypatch):
 def test_stdlib_config_trains(stdlib, monkeypatch):
     """config/stdlib.py starts and trains on a small data/stdlib of bytes (its schedule shortened)."""
     assert stdlib["tokenizer"] == "bytes" and stdlib["val_docs"] == 1
-    monkeypatch.setattr(sys, "argv", ["train.py", os.path.join(HERE, "config", "stdlib.py"), "--max_iters=3",
+    monkeypatch.setattr(sys, "argv", ["train.py", os.path.join(ROOT, "config", "stdlib.py"), "--max_iters=3",
                                       "--stage_iters=1", "--eval_interval=3", "--eval_iters=1", "--out_dir=out"])
-    runpy.run_path(os.path.join(HERE, "train.py"), run_name="__main__")
+    runpy.run_path(os.path.join(ROOT, "train.py"), run_name="__main__")
     first, last = log("out/log.jsonl")
     assert (first["n_seg"], last["n_seg"]) == (2, 8) and len(last["memory_gain_by_segment"]) == 8
     assert last["val_loss"] < first["val_loss"] and load("out/ckpt.pt")["model_args"]["vocab_size"] == 320

@@ -1,0 +1,78 @@
+"""
+What the scripts share, one of each: the autocast context, the atomic file write, loading a
+checkpoint safely, the learning-rate schedule and the optimizer step, and the machine's name.
+"""
+import math
+import os
+import pickle
+import platform
+from contextlib import nullcontext
+
+import torch
+
+
+def autocast(device_type, dtype):
+    """bf16/fp16 autocast on the device, or nothing for float32."""
+    if dtype == "float32":
+        return nullcontext()
+    return torch.amp.autocast(device_type, dtype=getattr(torch, dtype))
+
+
+def write_atomic(path, write, binary=False):
+    """write(f) into a temp file beside path, then rename: readers see the whole file or the old one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb" if binary else "w", newline=None if binary else "") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, device="cpu"):
+    """The dict train.py saved; a missing, damaged or foreign file stops with one line (ValueError/FileNotFoundError)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}: train one first, e.g. python train.py config/recall.py")
+    try:  # tensors and plain Python values only: unpickling anything else could run the file's code
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} was not loaded: it holds more than tensors and plain values (loading those "
+                         "could run code in it), or it is damaged; load only checkpoints train.py wrote") from None
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: damaged, truncated or "
+                         "empty?): train again, or restore it") from None
+    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
+        raise ValueError(f"{path} is not a checkpoint train.py wrote (no model and model_args in it)")
+    return ckpt
+
+
+def cosine_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
+    """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's schedule)."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def optimizer_step(model, optimizer, scaler, grad_clip):
+    """After the backward pass(es): unscale (fp16), clip the gradient norm (0 = no clipping), step, clear."""
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def machine(device="cpu"):
+    """The GPU's name, or the CPU's model and core count."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    name = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    return f"{name}, {os.cpu_count()} cores"

@@ -1,4 +1,0 @@
-# The test models are tiny: one thread each is faster than torch's default on a small machine.
-import torch
-
-torch.set_num_threads(1)

@@ -1,0 +1,39 @@
+"""capacity.py's smoke test: `python capacity.py --quick` trains tiny models on the same batches and writes
+the table."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: scripts run by path
+CAPACITY = os.path.join(ROOT, "capacity.py")
+
+
+def capacity(cwd, *args):
+    proc = subprocess.run([sys.executable, CAPACITY, "--quick", "--out_dir=out", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(cwd / "out" / "capacity.json") as f:
+        return proc.stdout, json.load(f)["rows"]
+
+
+def test_capacity_smoke(tmp_path):
+    """capacity.py --quick trains a tiny memoGPT and the peer on the same batches and writes the table."""
+    pytest.importorskip("recurrent_memory_transformer_pytorch")
+    stdout, rows = capacity(tmp_path)
+    assert [(r["kind"], r["mem_len"]) for r in rows] == [("memoGPT", 2), ("peer", 2)]
+    assert all(set(r["accuracy"]) == {"1", "2"} and all(0 <= a <= 1 for a in r["accuracy"].values()) for r in rows)
+    assert "| memoGPT, 2 memory slots |" in stdout and "| peer, 2 memory tokens |" in stdout
+    with open(tmp_path / "out" / "capacity.csv") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["model", "mem_len", "facts_1", "facts_2", "facts_per_slot_at_90"] and len(table) == 3
+
+
+def test_capacity_without_the_peer(tmp_path):
+    """--peer_mem_lens=() needs no peer package: memoGPT rows alone."""
+    stdout, rows = capacity(tmp_path, "--peer_mem_lens=()")
+    assert [(r["kind"], r["mem_len"]) for r in rows] == [("memoGPT", 2)]
+    assert "| memoGPT, 2 memory slots |" in stdout and "peer" not in stdout
