@@ -1,11 +1,14 @@
 """
-What the scripts share, one of each: the autocast context, the atomic file write, loading a
-checkpoint safely, the learning-rate schedule and the optimizer step, and the machine's name.
+What the scripts share, one of each: the autocast context, the atomic file write, the lock on an
+output directory, loading a checkpoint safely, the learning-rate schedule and the optimizer step, and
+the machine's name.
 """
+import atexit
 import math
 import os
 import pickle
 import platform
+import socket
 from contextlib import nullcontext
 
 import torch
@@ -30,8 +33,63 @@ def write_atomic(path, write, binary=False):
             os.remove(tmp)
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def lock_dir(directory, what="train.py"):
+    """Hold directory/LOCK for this process (its PID and host in it) until it exits; a second process stops with
+    one line naming the owner. A lock left by a dead process (or by this one: a script rerun in one process) is
+    taken over. Returns the lock's path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "LOCK")
+    host, me = socket.gethostname(), os.getpid()
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    pid, _, owner_host = f.read().strip().partition(" ")
+                pid = int(pid)
+            except (OSError, ValueError):  # vanished meanwhile, or half written: look again
+                pid, owner_host = None, host
+            if pid is not None and (owner_host != host or (pid != me and _alive(pid))):
+                where = f" on {owner_host}" if owner_host != host else ""
+                raise SystemExit(f"{directory} is in use by process {pid}{where} ({path}): wait for it to end, or "
+                                 f"choose another directory (a lock left by a process that died is taken over)")
+            try:
+                os.remove(path)  # its owner is dead: take it over
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{me} {host}\n")
+        atexit.register(unlock_dir, path)
+        return path
+    raise SystemExit(f"could not take the lock {path}: another process keeps taking it")
+
+
+def unlock_dir(path):
+    """Remove a lock lock_dir took, if this process still holds it."""
+    try:
+        with open(path) as f:
+            if f.read().split(" ")[0] == str(os.getpid()):
+                os.remove(path)
+    except (OSError, ValueError):
+        pass
+
+
 def load_checkpoint(path, device="cpu"):
     """The dict train.py saved; a missing, damaged or foreign file stops with one line (ValueError/FileNotFoundError)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory, not a checkpoint: move it away, or choose another out_dir")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}: train one first, e.g. python train.py config/recall.py")
     try:  # tensors and plain Python values only: unpickling anything else could run the file's code

@@ -8,7 +8,15 @@ which applies, in order, config files given as plain arguments (python files tha
 settings, e.g. config/recall.py) and --key=value overrides, and returns the final settings as
 a dict (for logging and checkpoints). An unknown key or a value of the wrong type stops the
 script with one line that names the key. Config files are run as Python code (as in nanoGPT):
-use only your own.
+use only your own. The keys a config file or the command line set are kept in the script's
+`_given` (a resume tells a setting given from a default left alone).
+
+Each script then checks its settings in one place, a table of constraints:
+
+    check(config, {"learning_rate": (lambda v: v > 0, "must be > 0"), ...})
+
+stops with one line naming the first setting that breaks its rule ("--learning_rate=-1: must be > 0").
+The helpers below (at_least, one_of, device_ok, dtype_ok, writable_dir, ...) make the common rules.
 """
 import ast
 import difflib
@@ -45,20 +53,32 @@ def override(scope, overrides, where="setting"):
 
 
 def configure(scope, argv=None):
+    given = scope.setdefault("_given", set())
     for arg in sys.argv[1:] if argv is None else argv:
         if not arg.startswith("--"):
             if "=" in arg and not os.path.isfile(arg):
                 raise SystemExit(f"{arg}: write settings as --key=value")
             try:
-                with open(arg) as f:
+                with open(arg, encoding="utf-8") as f:
                     code = compile(f.read(), arg, "exec")  # named, so errors in it point to the file
             except OSError as e:
                 raise SystemExit(f"cannot read config file {arg}: {e.strerror}") from None
             except SyntaxError as e:
                 raise SystemExit(f"config file {arg}, line {e.lineno}: {e.msg}") from None
+            except (UnicodeDecodeError, ValueError):  # not UTF-8, or NUL bytes: not a Python file
+                raise SystemExit(f"config file {arg} is not Python text (binary?): "
+                                 "a config file assigns settings, e.g. n_layer = 6") from None
             assigned = {}
-            exec(code, {}, assigned)  # a config file is Python, run as code: use only your own
+            try:
+                exec(code, {}, assigned)  # a config file is Python, run as code: use only your own
+            except Exception as e:
+                tb = e.__traceback__
+                while tb.tb_next is not None:
+                    tb = tb.tb_next
+                line = f", line {tb.tb_lineno}" if tb.tb_frame.f_code.co_filename == arg else ""
+                raise SystemExit(f"config file {arg}{line}: {type(e).__name__}: {e}".splitlines()[0]) from None
             override(scope, assigned, arg)
+            given.update(k for k in assigned if not k.startswith("_"))
             continue
         key, sep, text = arg[2:].partition("=")
         if not sep:
@@ -68,4 +88,99 @@ def configure(scope, argv=None):
         except (SyntaxError, ValueError):
             value = text  # a bare word is a string
         override(scope, {key: value}, arg)
+        given.add(key)
     return _settings(scope)
+
+
+# --- the table of constraints: check(config, {key: (rule, what)}) ---
+
+def check(config, rules):
+    """Stop with one line at the first setting that breaks its rule: rules maps a key to (rule, what),
+    rule(value) -> bool (an exception counts as broken: a tuple of strings where numbers belong), what the
+    text after "--key=value: ", e.g. "must be >= 1". A rule may also return a str: the text after
+    "--key=value: " (or, starting with "--", the whole line)."""
+    for key, (rule, what) in rules.items():
+        value = config[key]
+        try:
+            ok = rule(value)
+        except Exception:
+            ok = False
+        if ok is True or (ok and not isinstance(ok, str)):
+            continue
+        shown = repr(value) if isinstance(value, str) and (not value or value != value.strip()) else value
+        raise SystemExit(ok if isinstance(ok, str) and ok.startswith("--")
+                         else f"--{key}={shown}: {ok if isinstance(ok, str) else what}")
+
+
+def is_int(v):
+    return type(v) is int
+
+
+def at_least(low):
+    return lambda v: (type(v) is int or type(v) is float) and v >= low
+
+
+def ints_at_least(low, empty=False):
+    """A tuple or list of ints >= low (empty only if allowed)."""
+    return lambda v: isinstance(v, (tuple, list)) and (empty or len(v) > 0) and all(type(x) is int and x >= low
+                                                                                      for x in v)
+
+
+def device_ok(device):
+    """cpu, or cuda / cuda:N / mps when this machine has it; else the one line that says so."""
+    import torch
+    if device == "cpu":
+        return True
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            return "this machine has no CUDA GPU (torch.cuda.is_available() is False): use --device=cpu"
+        index = device[5:]
+        if index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0.."
+        return True
+    if device == "mps":
+        return torch.backends.mps.is_available() or "MPS is not available here: use --device=cpu"
+    return "choose cpu or cuda (cuda:N for another GPU)"
+
+
+def dtype_ok(device):
+    """The rule for dtype on device: float32, bfloat16 or float16, where the device supports it."""
+    def rule(dtype):
+        if dtype not in ("float32", "bfloat16", "float16"):
+            return "choose float32, bfloat16 or float16"
+        if dtype == "bfloat16" and str(device).startswith("cuda") and device_ok(device) is True \
+                and not __import__("torch").cuda.is_bf16_supported():
+            return "this GPU does not support bfloat16: use float16 or float32"
+        return True
+    return rule
+
+
+def writable_dir(kind="directory"):
+    """A directory to write into: absent (made later, under a writable existing parent) or a writable directory,
+    never a file."""
+    def rule(path):
+        if not isinstance(path, str) or not path:
+            return False
+        if os.path.exists(path) and not os.path.isdir(path):
+            return f"{path} is a file, not a {kind}: choose another"
+        parent = path
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent) or "."
+        if not os.path.isdir(parent):
+            return f"cannot make the {kind} {path}: {parent} is a file"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"cannot write into {parent} (permission denied): choose another {kind}"
+        return True
+    return rule
+
+
+def writable_file(path):
+    """A file to write: its directory exists and is writable, and it is not a directory."""
+    if os.path.isdir(path):
+        return f"{path} is a directory, not a file"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"the directory {os.path.dirname(path)} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return f"cannot write {path} (permission denied)"
+    return True

@@ -12,6 +12,21 @@ import numpy as np
 import recall
 
 DATASETS = ("openwebtext", "fineweb", "text", "stdlib", "recall")
+# what must match between the data a checkpoint was trained on and the data it is read with
+SAME_DATA = ("tokenizer", "vocab_size", "eot", "itos", "sample_len")
+RECALL_KEYS = ("itos", "sample_len", "seg_len", "n_seg", "question", "value_ids")
+
+
+def remake(data_dir, meta=None):
+    """The command that remakes data_dir (its kind from meta.json when readable)."""
+    name = os.path.basename(os.path.normpath(data_dir))
+    kind = ((meta or {}).get("settings") or {}).get("dataset", name) if isinstance(meta, dict) else name
+    kind = kind if kind in DATASETS else "KIND"
+    return f"python prepare.py --dataset={kind}" + (f" --name={name}" if name != kind else "") + " --force=True"
+
+
+def bad_data(data_dir, what, meta=None):
+    return ValueError(f"{what}: remake the set with {remake(data_dir, meta)} (and its other settings)")
 
 
 def load_meta(data_dir):
@@ -22,16 +37,67 @@ def load_meta(data_dir):
             raise FileNotFoundError(f"no dataset at {data_dir}: make it with python prepare.py --dataset=KIND "
                                     f"--name={name}, KIND one of {', '.join(DATASETS)}")
         raise FileNotFoundError(f"no dataset at {data_dir}: make it with python prepare.py --dataset={name}")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise bad_data(data_dir, f"{path} is not readable JSON ({type(e).__name__}: empty or damaged?)") from None
+    need = {"tokenizer": str, "vocab_size": int, "eot": int, "shards": dict}
+    if isinstance(meta, dict) and meta.get("tokenizer") == "recall":
+        need.update(itos=list, sample_len=int, seg_len=int, n_seg=int, question=int, value_ids=list)
+    wrong = [k for k, t in need.items() if not isinstance(meta, dict) or type(meta.get(k)) is not t]
+    if wrong:
+        raise bad_data(data_dir, f"{path} is not a meta.json prepare.py wrote ({', '.join(wrong)} missing or of the "
+                                 "wrong type)", meta)
+    if not all(isinstance(n, int) and n >= 0 for n in meta["shards"].values()) or not 0 < meta["vocab_size"] <= 2**16:
+        raise bad_data(data_dir, f"{path} is damaged (shard token counts or vocab_size out of range)", meta)
+    return meta
 
 
 def open_split(data_dir, meta, split):
-    """The split's shards as uint16 memmaps, in name order."""
+    """The split's shards as uint16 memmaps, in name order; each checked against meta.json's token count (a
+    missing, truncated or grown shard stops with one line, ValueError)."""
     names = sorted(n for n in meta["shards"] if n.startswith(split + "_"))
     if not names:
-        raise FileNotFoundError(f"{data_dir} has no {split} shards: remake it with prepare.py")
-    return [np.memmap(os.path.join(data_dir, n), dtype=np.uint16, mode="r") for n in names]
+        raise bad_data(data_dir, f"{data_dir}/meta.json lists no {split} shards", meta)
+    shards = []
+    for n in names:
+        path = os.path.join(data_dir, n)
+        want = 2 * meta["shards"][n]
+        size = os.path.getsize(path) if os.path.isfile(path) else None
+        if size != want:
+            got = "is missing" if size is None else f"holds {size} bytes"
+            raise bad_data(data_dir, f"{path} {got}, meta.json says {want // 2} tokens ({want} bytes): truncated or "
+                                     "damaged", meta)
+        if want == 0:
+            continue  # np.memmap cannot map an empty file
+        shards.append(np.memmap(path, dtype=np.uint16, mode="r"))
+    if not shards:
+        raise bad_data(data_dir, f"the {split} shards of {data_dir} are empty", meta)
+    return shards
+
+
+def differs(trained, meta):
+    """What differs between the data a checkpoint was trained on (its meta) and meta: [] when they are the same
+    set. The tokenizer and vocabulary, and the set itself: its fingerprint (a digest of every shard, written by
+    prepare.py), or where either lacks one (made before fingerprints) its shards' token counts and settings."""
+    keys = [k for k in SAME_DATA if trained.get(k) != meta.get(k)]
+    if "fingerprint" in trained and "fingerprint" in meta:
+        keys += ["fingerprint"] * (trained.get("fingerprint") != meta.get("fingerprint"))
+    else:
+        keys += [k for k in ("shards", "settings") if trained.get(k) != meta.get(k)]
+    return keys
+
+
+def check_room(shards, length, aligned, where):
+    """Stop (ValueError) unless the shards hold at least one sample of length + 1 tokens (aligned: a whole one)."""
+    room = sum(len(s) // aligned for s in shards) if aligned else max(len(s) for s in shards) - length
+    if room < 1:
+        total = sum(len(s) for s in shards)
+        raise ValueError(f"{where} holds {total} tokens" + (f" in shards of at most {max(len(s) for s in shards)}"
+                                                              if len(shards) > 1 else "")
+                         + f", not one sample of {length + (0 if aligned else 1)} tokens: prepare more data, or train "
+                           "with a shorter seg_len or n_seg")
 
 
 def sample_batch(shards, rng, n, length, aligned):
@@ -39,8 +105,8 @@ def sample_batch(shards, rng, n, length, aligned):
     (the recall set; the row's last token is then -1, nothing to predict); else random windows."""
     if aligned:
         counts = [len(s) // aligned for s in shards]
-    else:
-        counts = [len(s) - length for s in shards]
+    else:  # a shard shorter than a sample gives none
+        counts = [max(0, len(s) - length) for s in shards]
     ends = np.cumsum(counts)
     picks = rng.integers(ends[-1], size=n)
     rows = np.full((n, length + 1), -1, dtype=np.int64)
