@@ -9,7 +9,10 @@ Prepare a dataset as uint16 token shards for train.py.
     python prepare.py --dataset=recall --name=recall_long --n_seg=32   # a second set, beside data/recall/
 
 Output: data/<dataset>/ (data/<name>/ with --name): train_000.bin, ..., val_000.bin, ... and meta.json,
-written last: a directory is complete iff it holds meta.json. Read a shard with
+written last: a directory is complete iff it holds meta.json. A set is built in a directory beside it
+(data/.<name>.new-PID) and moved in only when complete: --force=True keeps the old set until the new one
+is whole (an unreachable source leaves it as it was). meta.json's fingerprint, a digest of every shard,
+lets train.py's resume tell the set it was trained on from a set prepared again. Read a shard with
 np.memmap(path, dtype=np.uint16, mode="r"); every document ends with the end-of-text token meta["eot"].
 Train and val are split by document.
 
@@ -21,11 +24,13 @@ import collections
 import difflib
 import functools
 import glob
+import hashlib
 import json
 import math
 import multiprocessing
 import os
 import pathlib
+import shutil
 import sysconfig
 
 import numpy as np
@@ -143,11 +148,53 @@ class ShardWriter:
         return self.shards
 
 
-def remove_outputs(out_dir):
-    """meta.json first: shards without it count as unfinished."""
-    for pattern in ("meta.json", "meta.json.tmp", "train_*.bin*", "val_*.bin*"):
-        for path in glob.glob(os.path.join(out_dir, pattern)):
-            os.remove(path)
+OUTPUTS = ("meta.json", "meta.json.*tmp", "train_*.bin*", "val_*.bin*")  # all prepare.py writes in a set
+
+
+def fingerprint(out_dir, shards):
+    """A digest of every shard (name and bytes), in name order: the same set gives the same fingerprint."""
+    digest = hashlib.sha256()
+    for name in sorted(shards):
+        digest.update(f"{name}\n".encode())
+        with open(os.path.join(out_dir, name), "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def swap_in(build_dir, out_dir):
+    """Move the complete set in build_dir into out_dir, replacing prepare.py's outputs there (other files stay).
+    The old set is moved aside first (a crash in between leaves it whole, in data/.<name>.old-PID), the new
+    meta.json last."""
+    os.makedirs(out_dir, exist_ok=True)
+    old = os.path.join(os.path.dirname(build_dir), f".{os.path.basename(out_dir)}.old-{os.getpid()}")
+    os.makedirs(old, exist_ok=True)
+    for pattern in OUTPUTS:  # meta.json first: what is left is no longer a complete set
+        for path in glob.glob(os.path.join(glob.escape(out_dir), pattern)):
+            os.replace(path, os.path.join(old, os.path.basename(path)))
+    names = sorted(os.listdir(build_dir))
+    for name in [n for n in names if n != "meta.json"] + ["meta.json"]:
+        os.replace(os.path.join(build_dir, name), os.path.join(out_dir, name))
+    os.rmdir(build_dir)
+    shutil.rmtree(old)
+
+
+def remove_stale_builds(data_dir, name):
+    """Build directories of this set left by a prepare.py that died (their PID is gone)."""
+    for path in glob.glob(os.path.join(glob.escape(data_dir), f".{glob.escape(name)}.new-*")):
+        pid = path.rsplit("-", 1)[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # -----------------------------------------------------------------------------
@@ -175,7 +222,8 @@ def sources_of(cfg):
             raise SystemExit(f"--input={cfg['input']!r} matches no files")
         bad = [f for f in files if not _is_utf8(f)]  # read here: datasets' text reader fails without naming them
         if bad and cfg["bad_files"] == "stop":
-            raise SystemExit(f"{bad[0]} is not UTF-8 text: remove it from --input, or pass --bad_files=skip")
+            nul = " (it holds NUL bytes)" if _is_utf8(bad[0], nul_ok=True) else ""
+            raise SystemExit(f"{bad[0]} is not UTF-8 text{nul}: remove it from --input, or pass --bad_files=skip")
         if bad:
             print(f"skipping {len(bad)} of {len(files)} files that are not UTF-8 text: {', '.join(bad[:3])}"
                   + (", ..." if len(bad) > 3 else ""))
@@ -190,11 +238,13 @@ def sources_of(cfg):
     return SOURCES[cfg["dataset"]]
 
 
-def _is_utf8(path):
+def _is_utf8(path, nul_ok=False):
+    """UTF-8 text without NUL bytes (sample.py refuses those: a NUL is no text)."""
     try:
         with open(path, encoding="utf-8") as f:
-            while f.read(1 << 24):  # in pieces: a file can be larger than memory
-                pass
+            while piece := f.read(1 << 24):  # in pieces: a file can be larger than memory
+                if not nul_ok and "\x00" in piece:
+                    return False
     except UnicodeDecodeError:
         return False
     return True
@@ -241,6 +291,7 @@ def _is_network_error(e):
 
 
 def _encode_batch(tokenizer, texts):
+    texts = [t.removeprefix("\ufeff") for t in texts]  # a byte order mark is no text; "" is then skipped
     if tokenizer == "bytes":
         return [np.append(np.frombuffer(t.encode(), dtype=np.uint8), BYTES_EOT).astype(np.uint16) for t in texts]
     enc = gpt2_encoding()  # per process, loaded from the cache
@@ -263,11 +314,13 @@ def _ordered_map(fn, items, procs):
             yield pending.popleft().get()
 
 
-def tokenize_text(cfg, out_dir, sources):
+def tokenize_text(cfg, out_dir, sources, final_dir=None):
+    """Shards into out_dir (the build directory); final_dir: where the set will be, for messages."""
+    final_dir = final_dir or out_dir
     writers = {split: ShardWriter(out_dir, split, cfg["shard_size"]) for split in ("train", "val")}
     docs = {"train": 0, "val": 0}
-    f, i = cfg["val_fraction"], 0
-    ds, source = open_source(cfg, sources, out_dir)
+    f, i, empty = cfg["val_fraction"], 0, 0
+    ds, source = open_source(cfg, sources, final_dir)
     try:
         if cfg["max_docs"]:
             ds = ds.take(cfg["max_docs"])
@@ -278,6 +331,9 @@ def tokenize_text(cfg, out_dir, sources):
             for encoded in _ordered_map(encode, batches, cfg["num_proc"]):
                 parts = {"train": [], "val": []}
                 for ids in encoded:
+                    if len(ids) == 1:  # an empty document (or a byte order mark alone): nothing to learn
+                        empty += 1
+                        continue
                     split = "val" if math.ceil((i + 1) * f) > math.ceil(i * f) else "train"
                     parts[split].append(ids)
                     docs[split] += 1
@@ -289,9 +345,13 @@ def tokenize_text(cfg, out_dir, sources):
     except Exception as e:  # after the source opened: no other is tried, its documents are in the shards already
         if not _is_network_error(e):
             raise
-        raise SystemExit(_offline(_where(cfg, source), e, out_dir)) from None
+        raise SystemExit(_offline(_where(cfg, source), e, final_dir)) from None
+    skipped = f" (and {empty} empty)" if empty else ""
     if not docs["train"]:
-        raise SystemExit(f"{cfg['dataset']} gave {i} document(s): need at least 2, val takes the first")
+        raise SystemExit(f"{cfg['dataset']} gave {i} document(s) with text{skipped}: need at least 2, val takes the "
+                         "first")
+    if empty:
+        print(f"skipped {empty} empty document(s)")
     shards = {**writers["train"].close(), **writers["val"].close()}
     described = cfg["input"] if cfg["dataset"] in ("text", "stdlib") else source  # not a list of maybe many files
     if cfg["tokenizer"] == "bytes":
@@ -343,10 +403,17 @@ def prepare(**overrides):
     settings = {k: cfg[k] for k in (RECALL_SETTINGS if is_recall else TEXT_SETTINGS)}
     settings["dataset"] = cfg["dataset"]
     sources = check_recall(cfg) if is_recall else sources_of(cfg)  # errors come before anything is removed
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SystemExit(f"{out_dir} is a file, not a dataset directory: move it, or choose another --name")
     if os.path.exists(meta_path) and not cfg["force"]:
-        with open(meta_path) as fp:
-            meta = json.load(fp)
-        if meta.get("settings") == settings:
+        try:
+            with open(meta_path, encoding="utf-8") as fp:
+                meta = json.load(fp)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"{meta_path} is not readable JSON ({type(e).__name__}): --force=True redoes the set")
+        if not isinstance(meta, dict):
+            raise SystemExit(f"{meta_path} is not a meta.json prepare.py wrote: --force=True redoes the set")
+        if meta.get("settings") == settings and {"train_tokens", "val_tokens"} <= meta.keys():
             print(f"{out_dir} is already prepared ({meta['train_tokens']:,} train and {meta['val_tokens']:,} val "
                   "tokens); --force=True redoes it")
             return meta
@@ -355,20 +422,24 @@ def prepare(**overrides):
                          "--force=True redoes it")
     if cfg["tokenizer"] == "gpt2" and not is_recall:
         gpt2_encoding()  # fetched if need be, before anything is removed
-    os.makedirs(out_dir, exist_ok=True)
-    remove_outputs(out_dir)  # stale shards of an earlier or interrupted run
+    # built beside the old set, which stays as it was until the new one is complete
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_builds(parent, os.path.basename(out_dir))
+    build = os.path.join(parent, f".{os.path.basename(out_dir)}.new-{os.getpid()}")
+    shutil.rmtree(build, ignore_errors=True)
+    os.makedirs(build)
     try:
-        meta = make_recall(cfg, out_dir) if is_recall else tokenize_text(cfg, out_dir, sources)
-    except BaseException:
-        remove_outputs(out_dir)  # never leave shards that look usable
-        if not os.listdir(out_dir):
-            os.rmdir(out_dir)
-        raise
-    meta["dtype"] = "uint16"
-    for split in ("train", "val"):
-        meta[f"{split}_tokens"] = sum(n for name, n in meta["shards"].items() if name.startswith(split))
-    meta["settings"] = settings
-    write_atomic(meta_path, lambda f: json.dump(meta, f, indent=1))  # last: it marks the directory complete
+        meta = make_recall(cfg, build) if is_recall else tokenize_text(cfg, build, sources, out_dir)
+        meta["dtype"] = "uint16"
+        for split in ("train", "val"):
+            meta[f"{split}_tokens"] = sum(n for name, n in meta["shards"].items() if name.startswith(split))
+        meta["settings"] = settings
+        meta["fingerprint"] = fingerprint(build, meta["shards"])
+        write_atomic(os.path.join(build, "meta.json"), lambda f: json.dump(meta, f, indent=1))
+        swap_in(build, out_dir)  # the new meta.json last: it marks the directory complete
+    finally:
+        shutil.rmtree(build, ignore_errors=True)  # never leave shards that look usable
     print(f"wrote {out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens "
           f"in {len(meta['shards'])} shard(s)")
     return meta
