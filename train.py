@@ -28,9 +28,9 @@ from torch.distributed import (all_gather_object, all_reduce, barrier, broadcast
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import autocast, cosine_lr, optimizer_step, write_atomic
-from configurator import configure
-from data import inputs_targets, load_meta, open_split, sample_batch
+from common import autocast, cosine_lr, lock_dir, optimizer_step, unlock_dir, write_atomic
+from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, writable_dir
+from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
 from evaluate import read_samples, recall_accuracy, segment_loss_sums
 from model import GPT, GPTConfig
 
@@ -43,6 +43,7 @@ eval_ltm = None          # LTM snapshots kept at evaluation; None = as trained (
 eval_only = False        # evaluate once and exit
 log_interval = 10        # iterations between readings of the training loss (each waits for the device)
 init_from = "scratch"    # scratch | resume (out_dir/ckpt.pt) | gpt2, gpt2-medium, ... | a local HF directory
+overwrite = False        # a new run (not resume) into an out_dir that holds a run: True replaces it (else it stops)
 # data
 dataset = "openwebtext"  # data/<dataset>/, made by prepare.py --dataset=<dataset> (or --name=<dataset>)
 gradient_accumulation_steps = 1  # over all processes: each of N DDP processes does 1/N of them
@@ -82,8 +83,30 @@ compile = False          # torch.compile the model
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 seed = 1337
 MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
-model_defaults = {k: globals()[k] for k in MODEL_SETTINGS}
 config = configure(globals())
+# every setting's constraint, in one place: the first one broken stops the run with one line
+POSITIVE, COUNT = (at_least(1), "must be >= 1"), (at_least(0), "must be >= 0")
+check(config, {
+    **{k: POSITIVE for k in ("batch_size", "gradient_accumulation_steps", "seg_len", "eval_interval", "eval_iters",
+                             "log_interval", "recall_samples")},
+    **{k: COUNT for k in ("n_seg", "stage_iters", "max_iters", "warmup_iters", "lr_decay_iters", "bptt", "block_size",
+                          "threads")},
+    "curriculum": (ints_at_least(1, empty=True), "the n_seg of the stages before, a tuple of ints >= 1 like (1, 2)"),
+    "learning_rate": (lambda v: v > 0, "must be > 0"),
+    "min_lr": (lambda v: 0 <= v <= learning_rate, f"must be >= 0 and <= learning_rate ({learning_rate})"),
+    "lr_decay_iters": (lambda v: not decay_lr or v >= warmup_iters,
+                       f"must be >= warmup_iters ({warmup_iters}): the cosine decay follows the warmup"),
+    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
+    "beta1": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "beta2": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "grad_clip": (lambda v: v >= 0, "must be >= 0 (0 = no clipping): a negative norm would step uphill"),
+    "dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "dataset": (lambda v: v and v.strip() == v, "a dataset name under data/, e.g. recall"),
+    "init_from": (lambda v: bool(v), "scratch, resume, gpt2* or a local HF directory"),
+    "device": (device_ok, ""),
+    "dtype": (dtype_ok(device), ""),
+    "out_dir": (writable_dir("output directory"), ""),
+})
 if threads:
     torch.set_num_threads(threads)
 
@@ -98,11 +121,6 @@ if ddp:
 else:
     rank, world = 0, 1
 master = rank == 0
-too_small = [f"--{k}={config[k]}" for k in ("batch_size", "gradient_accumulation_steps", "seg_len", "eval_interval",
-                                            "eval_iters", "log_interval") if config[k] < 1]
-too_small += [f"--n_seg={n_seg}"] * (n_seg < 0)
-if too_small:
-    raise SystemExit(f"{' '.join(too_small)}: must be >= 1")
 if gradient_accumulation_steps % world:
     raise SystemExit(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the "
                      f"{world} processes")
@@ -111,20 +129,24 @@ device_type = "cuda" if device.startswith("cuda") else "cpu"
 ctx = autocast(device_type, dtype)
 
 data_dir = os.path.join("data", dataset)
+# out_dir: a new run never replaces a run it did not make, unless told to (--overwrite=True)
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+log_path = os.path.join(out_dir, "log.jsonl")
+if os.path.lexists(ckpt_path) and not os.path.isfile(ckpt_path):
+    raise SystemExit(f"{ckpt_path} is not a file (a directory?): move it away, or choose another --out_dir")
+if init_from != "resume" and not overwrite and (os.path.exists(ckpt_path) or os.path.exists(log_path)):
+    raise SystemExit(f"{out_dir} holds a run ({ckpt_path if os.path.exists(ckpt_path) else log_path}): resume it with "
+                     "--init_from=resume, choose another --out_dir, or replace it with --overwrite=True")
 try:
     meta = load_meta(data_dir)
     train_data, val_data = open_split(data_dir, meta, "train"), open_split(data_dir, meta, "val")
-except FileNotFoundError as e:
+except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 recall = meta["tokenizer"] == "recall"
 if answer_loss and not recall:
     raise SystemExit(f"answer_loss needs the recall set; {dataset} has no answers")
 
 # model
-ckpt_path = os.path.join(out_dir, "ckpt.pt")
-if master:
-    for tmp in glob.glob(glob.escape(ckpt_path) + ".*tmp"):
-        os.remove(tmp)  # left by a run killed while saving
 ckpt = None
 torch.manual_seed(seed + rank)  # the initial weights (DDP copies rank 0's to all), then dropout
 try:
@@ -140,8 +162,21 @@ try:
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 model_args = asdict(model.config)
+if ckpt is not None and differs(ckpt["meta"], meta):
+    trained_on = ckpt.get("config", {}).get("dataset", "?")
+    raise SystemExit(f"{data_dir} is not the data {ckpt_path} was trained on ({', '.join(differs(ckpt['meta'], meta))} "
+                     f"differ; it trained on --dataset={trained_on}): resume on that set as it was, or start a new run "
+                     "in another --out_dir")
+
+
+def asks_other(k):
+    """A model setting given (config file or command line) that the loaded model does not have."""
+    want = (config[k] or seg_len) if k == "block_size" else config[k]
+    return k in _given and want != model_args[k]
+
+
 if init_from != "scratch":  # the loaded model keeps its shape: settings asking for another are refused, not ignored
-    ignored = [k for k in MODEL_SETTINGS if config[k] != model_defaults[k] and config[k] != model_args[k]]
+    ignored = [k for k in MODEL_SETTINGS if asks_other(k)]
     if ignored:
         raise SystemExit(f"{' '.join(f'--{k}={config[k]}' for k in ignored)}: "
                          f"{ckpt_path if init_from == 'resume' else init_from} has "
@@ -178,6 +213,20 @@ if curriculum and stage_iters < 1:
 if answer_loss and min(stages) < 2:
     raise SystemExit(f"with answer_loss, every curriculum stage needs n_seg >= 2 (the first question is in "
                      f"segment 1), got n_seg stages {stages}")
+try:
+    for split, shards in (("train", train_data), ("val", val_data)):
+        check_room(shards, max(stages) * seg_len, meta["sample_len"] if recall else 0, f"the {split} split of {data_dir}")
+except ValueError as e:
+    raise SystemExit(str(e)) from None
+# the out_dir is this run's from here: a second run on it stops with one line (a lock left by a dead one is taken over)
+lock = lock_dir(out_dir) if master else None
+if master:
+    for tmp in glob.glob(glob.escape(ckpt_path) + ".*tmp"):
+        os.remove(tmp)  # left by a run killed while saving (the lock says none is saving now)
+    if init_from != "resume" and overwrite:  # told to: the old run goes, so the log is this run's alone
+        for old in (ckpt_path, log_path):
+            if os.path.exists(old):
+                os.remove(old)
 model.to(device)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
@@ -240,6 +289,8 @@ def evaluate(segs):
                 s, c = segment_loss_sums(eval_model, x, y, seg_len, carry, ltm_size=eval_ltm)
             sums[i] += s
         counts += c
+    global no_targets
+    no_targets = counts.sum().item() == 0  # the val loss is then nan, and no fault of the learning rate
 
     def by_segment(sums):
         return [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]
@@ -275,10 +326,17 @@ def save_checkpoint():
     write_atomic(ckpt_path, lambda f: torch.save(state, f), binary=True)
 
 
+no_targets = False
+
+
 def stop_unless_finite(loss, what):
     if not math.isfinite(loss):
         bar.close()
         kept = f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint saved"
+        if no_targets and what == "val loss":
+            raise SystemExit(f"iter {iter_num}: the {eval_iters} val batches of {batch_size} samples hold no target to "
+                             f"score (answer_loss: no question in their first {stages[stage_of(max(iter_num - 1, 0))]} "
+                             f"segments); stopped ({kept}). Raise --eval_iters or --batch_size" if master else 1)
         wider = {"float16": ", or use dtype=bfloat16/float32", "bfloat16": ", or use dtype=float32"}.get(dtype, "")
         raise SystemExit(f"iter {iter_num}: {what} is {loss}; stopped ({kept}). "
                          f"Lower learning_rate or raise warmup_iters{wider}" if master else 1)
@@ -296,8 +354,7 @@ def log_eval(train_loss, tokens_per_s):
                + (f", every segment read alone (memory reset) {record['val_loss_by_segment_reset']} (gain "
                   f"{record['memory_gain_by_segment']})" if "memory_gain_by_segment" in record else "")
                + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
+    with open(log_path, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record["val_loss"]
 
@@ -306,6 +363,7 @@ t_start = time.time()
 if eval_only:
     if master:
         log_eval(None, 0)
+        unlock_dir(lock)
     raise SystemExit(0)
 if master:  # before the bar starts, on a line of its own
     n_params = raw_model.get_num_params()
@@ -358,6 +416,8 @@ while True:
     iter_num += 1
     bar.update(1)
 bar.close()
+if master:
+    unlock_dir(lock)
 if ddp:
     barrier()  # tearing down while rank 0 still writes the checkpoint aborts the process in gloo (~5% of runs)
     destroy_process_group()
