@@ -123,3 +123,8 @@ def plot(path, tab):
     fig.colorbar(im, ax=axes[0].tolist(), label="share of the token's attention (mean over heads)")
     fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit("attention_map.py is a library (sample.py's --attention_map): run python sample.py "
+                     "--out_dir=... --attention_map=map.png")

@@ -89,6 +89,7 @@ class Memory:
         try:
             state = torch.load(path, map_location=device, weights_only=True)
             made_by = state["made_by"]
+            made_by["shape"], made_by["weights"]
         except Exception:
             raise ValueError(f"{path} is not a memory file: "
                              "make one with sample.py --save_memory") from None
@@ -98,7 +99,11 @@ class Memory:
             raise ValueError(f"memory file {path} was made by a model with other {what} "
                              f"(this one: {want['shape']}): "
                              "read the document again with this model")
-        cfg, stm, snapshots = model.config, state["stm"], state["ltm"]
+        cfg, stm, snapshots, n_seg, segs = (model.config, state.get("stm"), state.get("ltm"), state.get("n_seg"),
+                                            state.get("segs"))
+        problem = memory_problem(stm, snapshots, n_seg, segs)
+        if problem:
+            raise ValueError(f"memory file {path} is damaged ({problem}): read the document again")
         snapshot = (cfg.n_layer, 2, *stm.shape[:1], cfg.n_head, cfg.mem_len,
                     cfg.n_embd // cfg.n_head)
         if (stm.dim() != 3 or stm.shape[1:] != (cfg.mem_len, cfg.n_embd)
@@ -113,7 +118,28 @@ class Memory:
             raise ValueError(f"memory file {path} holds {len(snapshots)} LTM snapshots, "
                              f"more than the {keep} kept here: load it with ltm={len(snapshots)} "
                              f"(sample.py --ltm={len(snapshots)})")
-        return Memory(stm, snapshots, state["n_seg"], state["segs"])
+        return Memory(stm, snapshots, n_seg, segs)
+
+
+FLOATS = (torch.float32, torch.bfloat16, torch.float16)  # what a memory is read in (float32, or under autocast)
+
+
+def memory_problem(stm, snapshots, n_seg, segs):
+    """What is wrong with a loaded memory's parts, or None: tensors of a float dtype a model computes in, all
+    finite; n_seg segments read, and the segment of each snapshot, increasing, each one of those."""
+    if not isinstance(stm, torch.Tensor) or not isinstance(snapshots, list) or not all(
+            isinstance(t, torch.Tensor) for t in snapshots):
+        return "its STM and LTM are not tensors"
+    wrong = sorted({str(t.dtype) for t in [stm] + snapshots if t.dtype not in FLOATS})
+    if wrong:
+        return f"it holds {', '.join(wrong)}, not float32, bfloat16 or float16"
+    if not all(t.isfinite().all() for t in [stm] + snapshots):
+        return "it holds NaN or infinite values"
+    if type(n_seg) is not int or n_seg < 0 or not isinstance(segs, list) or not all(type(s) is int for s in segs):
+        return f"its segment count {n_seg!r} or snapshot segments {segs!r} are not whole numbers"
+    if any(not 0 <= s < n_seg for s in segs) or any(a >= b for a, b in zip(segs, segs[1:])):
+        return f"snapshot segments {segs} are not increasing segments of the {n_seg} read"
+    return None
 
 
 def model_signature(model):

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from attention_map import MapStream, plot, table, write_csv
 from common import autocast
-from configurator import configure
+from configurator import at_least, check, configure, device_ok, dtype_ok, writable_file
 from evaluate import warn_if_memory_never_read
 from memory import Memory
 from model import GPT
@@ -74,6 +74,18 @@ attention_map = ""       # a .png: where each token of the first sample reads fr
                          # segment); the same numbers in a .csv beside it (without matplotlib, only the .csv)
 attention_layers = "all" # all: a panel per layer | mean: averaged over layers
 config = configure(globals())
+check(config, {
+    "num_samples": (at_least(0), "must be >= 0 (0 = only read, edit, save or show the memory)"),
+    "threads": (at_least(0), "must be >= 0"),
+    "ltm": (lambda v: v is None or (type(v) is int and v >= 0), "the LTM snapshots to keep, an int >= 0"),
+    "mem_len": (lambda v: v is None or (type(v) is int and v >= 1), "memory slots, an int >= 1 (or None)"),
+    "seg_len": (lambda v: v is None or (type(v) is int and v >= 1), "tokens per segment, an int >= 1 (or None)"),
+    "top_k": (lambda v: v is None or type(v) is int, "an int >= 1, or None for all"),
+    "drop_snapshot": (lambda v: v is None or type(v) is int, "a snapshot index like 0 or -1"),
+    "device": (device_ok, ""),
+    "dtype": (dtype_ok(device), ""),
+    **{k: (lambda v: isinstance(v, str), "a path") for k in ("read", "load_memory", "save_memory", "attention_map")},
+})
 if threads:
     torch.set_num_threads(threads)
 
@@ -126,8 +138,6 @@ fixed = [k for k in ("mem_len", "seg_len") if k in overrides]  # not ltm: its si
 if init_from == "resume" and fixed:
     raise SystemExit(f"--{fixed[0]} sets the memory of a pretrained GPT-2 (--init_from=gpt2*); a checkpoint keeps "
                      "the memory it was trained with (only --ltm may change: its size adds no parameters)")
-if ltm is not None and (type(ltm) is not int or ltm < 0):
-    raise SystemExit(f"--ltm={ltm!r}: the LTM snapshots to keep, an int >= 0")
 try:
     if init_from == "resume":
         ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -150,13 +160,49 @@ asked = [f"--{k}" for k, v in memory_options.items() if v not in ("", None) and 
 if asked and cfg.mem_len == 0:
     raise SystemExit(f"{' '.join(asked)}: this model is a plain GPT without memory (mem_len=0); use a memoGPT "
                      "checkpoint or --init_from=gpt2 --mem_len=32 --ltm=4 --seg_len=64")
-if drop_snapshot is not None and type(drop_snapshot) is not int:
-    raise SystemExit(f"--drop_snapshot must be a snapshot index like 0 or -1, got {drop_snapshot!r}")
 for name, path in (("save_memory", save_memory), ("attention_map", attention_map)):
-    if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise SystemExit(f"--{name}={path}: the directory {os.path.dirname(path)} does not exist")
+    problem = path and writable_file(path)
+    if problem and problem is not True:
+        raise SystemExit(f"--{name}={path}: {problem}")
 if attention_map and not attention_map.endswith(".png"):
     raise SystemExit(f"--attention_map={attention_map}: a .png path (the numbers go beside it, in a .csv)")
+csv_path = os.path.splitext(attention_map)[0] + ".csv"
+
+
+def same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_memory_file(path):
+    try:
+        return "made_by" in torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+
+
+def made_here(path, head):
+    """path starts with the bytes this script writes there (a PNG, or the attention csv's header)."""
+    with open(path, "rb") as f:
+        return f.read(len(head)) == head
+
+
+# nothing is written over what this script did not make: a memory file over a memory file only, the map over a map
+if save_memory and os.path.exists(save_memory):
+    for other, what in ((init_from == "resume" and os.path.join(out_dir, "ckpt.pt"), "the checkpoint"),
+                        (read, "the document --read reads"), (start.startswith("FILE:") and start[5:], "the prompt file")):
+        if other and same_file(save_memory, other):
+            raise SystemExit(f"--save_memory={save_memory} is {what}: save the memory to another path")
+    if not is_memory_file(save_memory):
+        raise SystemExit(f"--save_memory={save_memory} exists and is not a memory file: sample.py writes over memory "
+                         "files only, choose another path")
+if attention_map:
+    for path, head in ((attention_map, b"\x89PNG"), (csv_path, b"index,token,segment,layer,")):
+        if os.path.exists(path) and not made_here(path, head):
+            raise SystemExit(f"--attention_map={attention_map}: {path} exists and is not an attention map "
+                             "sample.py wrote: choose another path")
 if attention_map and num_samples < 1:
     raise SystemExit(f"--attention_map pictures the first sample: needs --num_samples >= 1, got {num_samples}")
 if attention_layers not in ("all", "mean"):
@@ -198,7 +244,10 @@ with torch.no_grad(), ctx:
                              "(0 = oldest, -1 = newest)")
         mem = mem.drop_snapshot(drop_snapshot)
     if save_memory:
-        mem.save(save_memory, model)
+        try:
+            mem.save(save_memory, model)
+        except OSError as e:
+            raise SystemExit(f"cannot save the memory to {save_memory}: {e.strerror}") from None
         print(f"saved the memory ({mem.n_seg} segments read, {mem.nbytes():,} bytes) to {save_memory}",
               file=sys.stderr)
     if show_memory:
@@ -217,7 +266,6 @@ with torch.no_grad(), ctx:
         print("\n---------------", flush=True)
         if isinstance(stream, MapStream):
             tab = table(stream, decode, attention_layers)
-            csv_path = os.path.splitext(attention_map)[0] + ".csv"
             write_csv(csv_path, tab)
             try:
                 plot(attention_map, tab)
