@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from common import autocast, machine, optimizer_step, write_atomic
-from configurator import configure
+from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, writable_dir
 from evaluate import read_samples
 from model import GPT, GPTConfig
 from stream import Stream
@@ -66,7 +66,9 @@ SHAPES = {  # random weights: memory and speed do not depend on their values
     "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50257),
     "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50257),
 }
-QUICK = dict(shapes="tiny", mem_len=8, ltm=2, seg_len=32, lengths=(64, 1024, 4096), feed_chunk=32,
+# a smoke test writes beside real results, never over them (an explicit --out_dir still wins)
+QUICK = dict(out_dir="bench_out/quick",
+             shapes="tiny", mem_len=8, ltm=2, seg_len=32, lengths=(64, 1024, 4096), feed_chunk=32,
              latency_at=(1024, 4096), latency_tokens=8, train_steps=2, train_n_seg=(1, 2), batch_size=2, threads=1)
 # the source paper's GPU figures (MB) at 64/128/256/512/1024 tokens
 PAPER_LENGTHS = (64, 128, 256, 512, 1024)
@@ -84,14 +86,22 @@ args = ["--quick=True" if a == "--quick" else a for a in sys.argv[1:]]
 if "--quick=True" in args:
     globals().update(QUICK)  # before the command line, which still overrides them
 config = configure(globals(), args)
+check(config, {
+    **{k: (at_least(1), "must be >= 1") for k in ("mem_len", "seg_len", "feed_chunk", "latency_tokens", "train_steps",
+                                                  "batch_size")},
+    **{k: (at_least(0), "must be >= 0") for k in ("ltm", "warmup_steps", "threads")},
+    **{k: (ints_at_least(1), "must be >= 1: a tuple of ints like (1, 2)") for k in ("lengths", "latency_at",
+                                                                                      "train_n_seg")},
+    "device": (device_ok, ""),
+    "dtype": (dtype_ok(device), ""),
+    "out_dir": (writable_dir("output directory"), ""),
+})
 names = shapes.split(",")
 if any(n not in SHAPES for n in names):
     raise SystemExit(f"unknown shape in --shapes={shapes}: choose from {', '.join(SHAPES)}")
 if not 0 < seg_len <= min(SHAPES[n]["block_size"] for n in names) or mem_len < 1 or ltm < 0:
     raise SystemExit(f"need mem_len >= 1, ltm >= 0 and 0 < seg_len <= block_size; got mem_len={mem_len}, "
                      f"ltm={ltm}, seg_len={seg_len}")
-if min(lengths + latency_at + train_n_seg) < 1 or feed_chunk < 1 or latency_tokens < 1 or train_steps < 1:
-    raise SystemExit("lengths, latency_at, train_n_seg, feed_chunk, latency_tokens and train_steps must be >= 1")
 if threads:
     torch.set_num_threads(threads)
 cuda = device.startswith("cuda")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import recall
 from common import cosine_lr, optimizer_step, write_atomic
-from configurator import configure
+from configurator import at_least, check, configure, device_ok, ints_at_least, writable_dir
 from model import GPT, GPTConfig
 
 out_dir = "bench_out"
@@ -57,12 +57,29 @@ threads = 0              # torch CPU threads (0 = its default)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 seed = 1337
 
-QUICK = dict(facts=(1, 2), mem_lens=(2,), peer_mem_lens=(2,), seg_len=8, n_seg=4, n_layer=1, n_head=2, n_embd=16,
+# a smoke test writes beside real results, never over them (an explicit --out_dir still wins)
+QUICK = dict(out_dir="bench_out/quick",
+             facts=(1, 2), mem_lens=(2,), peer_mem_lens=(2,), seg_len=8, n_seg=4, n_layer=1, n_head=2, n_embd=16,
              batch_size=4, iters=4, stage_iters=1, curriculum=(2,), eval_samples=8, threads=1)
 args = ["--quick=True" if a == "--quick" else a for a in sys.argv[1:]]
 if "--quick=True" in args:
     globals().update(QUICK)
 config = configure(globals(), args)
+check(config, {
+    "facts": (ints_at_least(1), "facts per sample, a tuple of at least one int >= 1, like (1, 2, 4)"),
+    "mem_lens": (ints_at_least(1), "memoGPT memory slots, a tuple of at least one int >= 1, like (4, 8)"),
+    "peer_mem_lens": (ints_at_least(1, empty=True), "peer memory tokens, a tuple of ints >= 1 (none: ())"),
+    **{k: (at_least(1), "must be >= 1") for k in ("seg_len", "n_seg", "n_keys", "n_values", "n_filler", "n_layer",
+                                                  "n_head", "n_embd", "batch_size", "iters", "stage_iters",
+                                                  "eval_samples")},
+    **{k: (at_least(0), "must be >= 0") for k in ("ltm", "threads")},
+    "curriculum": (ints_at_least(1, empty=True), "segments per sample of the stages before, ints >= 1 like (2, 4)"),
+    "learning_rate": (lambda v: v > 0, "must be > 0"),
+    "n_embd": (lambda v: v >= 1 and v % n_head == 0, f"must be a multiple of n_head={n_head}"),
+    "n_keys": (lambda v: v >= max(facts), "must be >= max(facts): each fact of a sample has its own key"),
+    "device": (device_ok, ""),
+    "out_dir": (writable_dir("output directory"), ""),
+})
 if 2 * max(facts) > seg_len or max(facts) > (n_seg - 1) * (seg_len // 3) or n_seg <= ltm + 1:
     raise SystemExit(f"need 2 * max(facts) <= seg_len, max(facts) <= (n_seg-1) * (seg_len//3) questions and "
                      f"n_seg > ltm + 1 (distances beyond the LTM); got facts={facts}, seg_len={seg_len}, "

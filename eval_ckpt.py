@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 import recall
 from common import autocast, machine, write_atomic
-from configurator import configure
-from data import inputs_targets, load_meta, open_split, sample_batch
+from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, writable_dir
+from data import SAME_DATA, check_room, inputs_targets, load_meta, open_split, sample_batch
 from evaluate import recall_accuracy, segment_loss_sums, warn_if_memory_never_read
 from model import GPT
 
@@ -49,9 +49,10 @@ seed = 1337
 
 DEFAULTS = dict(ltm_sizes=ltm_sizes, eval_samples=eval_samples, eval_batch=eval_batch, longer=longer,
                 long_samples=long_samples, stable_segments=stable_segments, device=device, dtype=dtype, seed=seed)
-QUICK = dict(ltm_sizes=(0, 1, 2), eval_samples=8, eval_batch=8, longer=(2, 4), long_samples=16, stable_segments=100,
+# a smoke test writes beside real results, never over them (an explicit --out_dir still wins)
+QUICK = dict(out_dir="bench_out/quick",
+             ltm_sizes=(0, 1, 2), eval_samples=8, eval_batch=8, longer=(2, 4), long_samples=16, stable_segments=100,
              threads=1)
-SAME_DATA = ("tokenizer", "vocab_size", "itos", "sample_len")  # what must match between checkpoint and data/
 # the source paper's LTM table (untrained Qwen-1.5B, mem 32, 64-token input): mean loss over 512 / 1024 tokens
 PAPER_LTM = {0: (4.6479, 5.0664), 1: (4.6488, 5.0271), 2: (4.6448, 5.0397), 4: (4.6520, 5.0631), 8: (4.6730, 5.2161)}
 
@@ -67,6 +68,9 @@ def load(path, device):
     if any(meta.get(k) != ck["meta"].get(k) for k in SAME_DATA):
         raise ValueError(f"{data_dir} is not the data {path} was trained on (tokenizer, vocabulary or sample "
                          "layout differ): run eval_ckpt.py from the directory train.py ran in")
+    cfg = ck["config"]
+    check_room(val, cfg["n_seg"] * cfg["seg_len"], meta["sample_len"] if meta["tokenizer"] == "recall" else 0,
+               f"the val split of {data_dir}")
     return model.eval(), ck, meta, val
 
 
@@ -235,10 +239,17 @@ if __name__ == "__main__":
     config = configure(globals(), args)
     if not ckpt:
         raise SystemExit("which checkpoint? python eval_ckpt.py --ckpt=out/ckpt.pt (train.py's out_dir/ckpt.pt)")
-    if not ltm_sizes or min(ltm_sizes) < 0 or min(eval_samples, eval_batch, long_samples, stable_segments,
-                                                   *longer) < 1:
-        raise SystemExit("need ltm_sizes (at least one) >= 0, and eval_samples, eval_batch, longer, long_samples, "
-                         "stable_segments >= 1")
+    check(config, {
+        "ckpt": (lambda v: isinstance(v, str), "a checkpoint path"),
+        "ltm_sizes": (ints_at_least(0), "need ltm_sizes, a tuple of at least one LTM size >= 0, like (0, 1, 2)"),
+        **{k: (at_least(1), "must be >= 1") for k in ("eval_samples", "eval_batch", "long_samples",
+                                                      "stable_segments")},
+        "longer": (ints_at_least(1, empty=True), "a tuple of ints >= 1, like (2, 4)"),
+        "threads": (at_least(0), "must be >= 0"),
+        "device": (device_ok, ""),
+        "dtype": (dtype_ok(device), ""),
+        "out_dir": (writable_dir("output directory"), ""),
+    })
     if threads:
         torch.set_num_threads(threads)
     t_start = time.time()

@@ -192,7 +192,8 @@ def made_here(path, head):
 # nothing is written over what this script did not make: a memory file over a memory file only, the map over a map
 if save_memory and os.path.exists(save_memory):
     for other, what in ((init_from == "resume" and os.path.join(out_dir, "ckpt.pt"), "the checkpoint"),
-                        (read, "the document --read reads"), (start.startswith("FILE:") and start[5:], "the prompt file")):
+                        (read, "the document --read reads"),
+                        (start.startswith("FILE:") and start[5:], "the prompt file")):
         if other and same_file(save_memory, other):
             raise SystemExit(f"--save_memory={save_memory} is {what}: save the memory to another path")
     if not is_memory_file(save_memory):

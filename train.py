@@ -215,7 +215,8 @@ if answer_loss and min(stages) < 2:
                      f"segment 1), got n_seg stages {stages}")
 try:
     for split, shards in (("train", train_data), ("val", val_data)):
-        check_room(shards, max(stages) * seg_len, meta["sample_len"] if recall else 0, f"the {split} split of {data_dir}")
+        check_room(shards, max(stages) * seg_len, meta["sample_len"] if recall else 0,
+                   f"the {split} split of {data_dir}")
 except ValueError as e:
     raise SystemExit(str(e)) from None
 # the out_dir is this run's from here: a second run on it stops with one line (a lock left by a dead one is taken over)
