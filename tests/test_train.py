@@ -79,6 +79,16 @@ def test_config_file_with_a_syntax_error_is_named(tmp_path):
     ("--eval_iters=0", "--eval_iters=0: must be >= 1"),
     ("--gradient_accumulation_steps=0", "--gradient_accumulation_steps=0: must be >= 1"),
     ("--eval_ltm=-1", "--eval_ltm=-1: the LTM snapshots kept at evaluation, an int >= 0, for a model with memory"),
+    # ranges: a value that would train wrongly or crash later stops here, naming its flag
+    ("--grad_clip=-1", "--grad_clip=-1.0: must be >= 0 (0 = no clipping)"),
+    ("--learning_rate=-1", "--learning_rate=-1.0: must be > 0"),
+    ("--beta1=1.5", "--beta1=1.5: must be in [0, 1)"),
+    ("--max_iters=-5", "--max_iters=-5: must be >= 0"),
+    ("--bptt=-1", "--bptt=-1: must be >= 0"),
+    ("--lr_decay_iters=0", "--lr_decay_iters=0: must be >= warmup_iters (1)"),
+    ("--curriculum=(0, 2)", "--curriculum=(0, 2): the n_seg of the stages before"),
+    ("--dtype=float64", "--dtype=float64: choose float32, bfloat16 or float16"),
+    ("--device=tpu", "--device=tpu: choose cpu or cuda"),
     ("--dataset=nosuch", "no dataset at data/nosuch: make it with python prepare.py --dataset=KIND --name=nosuch, "
                          "KIND one of openwebtext, fineweb, text, stdlib, recall"),
 ])
@@ -387,3 +397,92 @@ def test_plain_gpt_with_a_long_window_reads_whole_samples():
         torch.testing.assert_close(whole, model(x)[0])
         assert not torch.equal(whole[:, SEG:], read_samples(model, x2, None, SEG)[0][:, SEG:])
         assert torch.equal(alone[:, SEG:], read_samples(model, x2, None, SEG, carry=False)[0][:, SEG:])
+
+
+def test_a_new_run_never_replaces_a_run(work, monkeypatch):
+    """A new run into an out_dir that holds a run stops with one line; --overwrite=True replaces it (checkpoint and
+    log); a ckpt.pt that is a directory, and an out_dir that is a file, stop before training."""
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    before = (work.path / "out" / "ckpt.pt").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--max_iters=4", "--eval_interval=2", "--out_dir=out")
+    assert str(e.value) == ("out holds a run (out/ckpt.pt): resume it with --init_from=resume, choose another "
+                            "--out_dir, or replace it with --overwrite=True")
+    assert (work.path / "out" / "ckpt.pt").read_bytes() == before
+    train(monkeypatch, "--max_iters=4", "--eval_interval=4", "--out_dir=out", "--overwrite=True")
+    assert load("out/ckpt.pt")["iter_num"] == 4 and [r["iter"] for r in log("out/log.jsonl")] == [0, 4]
+    (work.path / "dirckpt" / "ckpt.pt").mkdir(parents=True)
+    (work.path / "afile").write_text("x")
+    for args, message in ((["--out_dir=dirckpt", "--overwrite=True"], "dirckpt/ckpt.pt is not a file"),
+                          (["--out_dir=dirckpt", "--init_from=resume"], "dirckpt/ckpt.pt is not a file"),
+                          (["--out_dir=afile"], "--out_dir=afile: afile is a file, not a output directory")):
+        with pytest.raises(SystemExit) as e:
+            train(monkeypatch, "--max_iters=2", *args)
+        assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_second_run_on_an_out_dir_stops_while_the_first_lives(work, monkeypatch):
+    """out_dir/LOCK holds the owner's PID: a live owner stops a second run with one line naming it; a dead one's
+    lock is taken over, and the killed run's temp checkpoint is removed then."""
+    os.makedirs("out")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (work.path / "out" / "LOCK").write_text(f"{sleeper.pid} {__import__('socket').gethostname()}\n")
+        with pytest.raises(SystemExit) as e:
+            train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+        assert str(e.value).startswith(f"out is in use by process {sleeper.pid} (out/LOCK): wait for it to end")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    (work.path / "out" / "ckpt.pt.12345.tmp").write_bytes(b"half a checkpoint")
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")  # the dead process's lock: taken over
+    assert sorted(os.listdir("out")) == ["ckpt.pt", "log.jsonl"]  # no temp file, and the lock released
+
+
+def test_resume_refuses_other_data_and_settings_it_cannot_change(work, monkeypatch):
+    """The data a checkpoint was trained on, by fingerprint: the set prepared again with other samples is refused (a
+    resume would rewrite the checkpoint's data); so is a model setting given at its default but not the model's."""
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--mem_len=0")
+    assert str(e.value).startswith("--mem_len=0: out/ckpt.pt has mem_len=2")
+    prepare(data_dir="data", dataset="recall", seg_len=SEG, n_seg=NSEG, n_facts=2, n_keys=4, n_values=4, n_filler=3,
+            n_train=64, n_val=16, seed=7, force=True)
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--max_iters=4")
+    assert str(e.value) == ("data/recall is not the data out/ckpt.pt was trained on (fingerprint differ; it trained on "
+                            "--dataset=recall): resume on that set as it was, or start a new run in another --out_dir")
+    assert load("out/ckpt.pt")["iter_num"] == 2
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "meta.json").write_text("{not json"), "data/recall/meta.json is not readable JSON"),
+    (lambda d: (d / "meta.json").write_text(""), "data/recall/meta.json is not readable JSON"),
+    (lambda d: (d / "meta.json").write_text('{"tokenizer": "recall"}'), "is not a meta.json prepare.py wrote"),
+    (lambda d: (d / "meta.json").write_text(json.dumps({**json.loads((d / "meta.json").read_text()), "shards": {}})),
+     "data/recall/meta.json lists no train shards"),
+    (lambda d: (d / "train_000.bin").write_bytes((d / "train_000.bin").read_bytes()[:9]),
+     "data/recall/train_000.bin holds 9 bytes, meta.json says 1536 tokens (3072 bytes): truncated or damaged"),
+    (lambda d: (d / "val_000.bin").unlink(), "data/recall/val_000.bin is missing"),
+])
+def test_damaged_data_stops_with_one_line(work, monkeypatch, damage, message):
+    damage(work.path / "data" / "recall")
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--max_iters=2", "--out_dir=out")
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert "python prepare.py --dataset=recall --force=True" in str(e.value) and not os.path.exists("out")
+
+
+def test_a_split_too_short_for_a_sample_stops(tmp_path, monkeypatch):
+    """Two short documents (and an empty and a BOM-only one, skipped by prepare.py): no sample of 2 x 64 tokens fits,
+    one line says so before any training."""
+    for name, text in (("a.txt", "short text " * 5), ("b.txt", "more text " * 5), ("c.txt", ""), ("d.txt", "\ufeff")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    meta = prepare(data_dir=str(tmp_path / "data"), dataset="text", input=str(tmp_path / "*.txt"), tokenizer="bytes",
+                   val_fraction=0.5)
+    assert meta["train_docs"] + meta["val_docs"] == 2
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        train_text(monkeypatch, "--dataset=text", "--seg_len=64", "--n_seg=2", "--out_dir=out")
+    assert str(e.value).startswith("the train split of data/text holds 51 tokens, not one sample of 129 tokens")
+    assert not os.path.exists("out")

@@ -1,0 +1,71 @@
+"""The table of constraints and config files: every bad setting stops with one line naming it."""
+import os
+
+import pytest
+
+from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, writable_dir, writable_file
+
+
+def one_line(e):
+    msg = str(e.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+RULES = {"learning_rate": (lambda v: v > 0, "must be > 0"), "lengths": (ints_at_least(1), "must be >= 1"),
+         "n": (at_least(0), "must be >= 0")}
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(learning_rate=-1.0), "--learning_rate=-1.0: must be > 0"),
+    (dict(lengths=(0, 64)), "--lengths=(0, 64): must be >= 1"),
+    (dict(lengths=("a",)), "--lengths=('a',): must be >= 1"),  # a rule that raises counts as broken
+    (dict(lengths=()), "--lengths=(): must be >= 1"),
+    (dict(n=-5), "--n=-5: must be >= 0"),
+])
+def test_check_names_the_first_broken_setting(bad, message):
+    config = {"learning_rate": 1e-3, "lengths": (1, 2), "n": 0, **bad}
+    with pytest.raises(SystemExit) as e:
+        check(config, RULES)
+    assert one_line(e) == message
+    check({"learning_rate": 1e-3, "lengths": (1, 2), "n": 0}, RULES)  # all good: nothing
+
+
+def test_device_dtype_and_paths(tmp_path):
+    import torch
+    assert device_ok("cpu") is True and "choose cpu or cuda" in device_ok("tpu")
+    if not torch.cuda.is_available():
+        assert "this machine has no CUDA GPU" in device_ok("cuda")
+    assert "choose float32, bfloat16 or float16" in dtype_ok("cpu")("float64")
+    assert "choose float32" in dtype_ok("cpu")("float8") and dtype_ok("cpu")("bfloat16") is True
+    (tmp_path / "file").write_text("x")
+    assert "is a file" in writable_dir()(str(tmp_path / "file"))
+    assert writable_dir()(str(tmp_path / "new" / "deeper")) is True
+    assert "is a file" in writable_dir()(str(tmp_path / "file" / "sub"))
+    assert "is a directory" in writable_file(str(tmp_path))
+    assert "does not exist" in writable_file(str(tmp_path / "nodir" / "x.pt"))
+    if os.getuid() != 0:  # root writes anywhere
+        (tmp_path / "ro").mkdir(mode=0o500)
+        assert "permission denied" in writable_dir()(str(tmp_path / "ro" / "out"))
+
+
+def test_config_files_that_are_not_settings(tmp_path):
+    scope = {"n_layer": 1}
+    binary = tmp_path / "binary.py"
+    binary.write_bytes(b"\x7fELF\x00\x01\xff\xfe")
+    with pytest.raises(SystemExit) as e:
+        configure(scope, [str(binary)])
+    assert "is not Python text" in one_line(e)
+    raising = tmp_path / "raising.py"
+    raising.write_text("n_layer = 2\nn_head = undefined_name\n")
+    with pytest.raises(SystemExit) as e:
+        configure(scope, [str(raising)])
+    assert one_line(e) == f"config file {raising}, line 2: NameError: name 'undefined_name' is not defined"
+
+
+def test_given_settings_are_recorded(tmp_path):
+    conf = tmp_path / "c.py"
+    conf.write_text("n_layer = 1\n")
+    scope = {"n_layer": 1, "mem_len": 0, "ltm": 0}
+    configure(scope, [str(conf), "--mem_len=0"])
+    assert scope["_given"] == {"n_layer", "mem_len"}  # given, even at their defaults (a resume must not drop them)
