@@ -352,3 +352,57 @@ def test_a_memory_never_read_in_training_is_warned_of(tmp_path, capsys):
                                    ("grown", tiny(), dict(n_seg=1, curriculum=(2,)))):
         run(f"--out_dir={write_checkpoint(tmp_path / out_dir, model, config=config)}", "--num_samples=0")
         assert capsys.readouterr().err == ""
+
+
+def test_nothing_written_over_what_sample_py_did_not_make(out, tmp_path):
+    """--save_memory writes over a memory file only: never the checkpoint, the document --read reads, or any other
+    file; --attention_map only over its own map. Each refusal is one line, and the file is as it was."""
+    out_dir, model, _ = out
+    doc = f"{out_dir}/doc.txt"
+    mine = tmp_path / "mine.csv"
+    mine.write_text("a,b\n1,2\n")
+    (tmp_path / "notes.png").write_text("my notes")
+    kept = {p: open(p, "rb").read() for p in (f"{out_dir}/ckpt.pt", doc, mine)}
+    read = [f"--out_dir={out_dir}", f"--read={doc}", "--num_samples=0"]
+    for args, message in (
+            (read + [f"--save_memory={out_dir}/ckpt.pt"], "is the checkpoint: save the memory to another path"),
+            (read + [f"--save_memory={doc}"], "is the document --read reads"),
+            (read + [f"--save_memory={mine}"], "exists and is not a memory file"),
+            ([f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=1", f"--attention_map={tmp_path}/mine.png"],
+             "mine.csv exists and is not an attention map sample.py wrote"),
+            ([f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=1", f"--attention_map={tmp_path}/notes.png"],
+             "notes.png exists and is not an attention map"),
+            ([f"--out_dir={out_dir}", "--num_samples=-2"], "--num_samples=-2: must be >= 0"),
+            ([f"--out_dir={out_dir}", "--dtype=float64"], "--dtype=float64: choose float32, bfloat16 or float16")):
+        with pytest.raises(SystemExit) as e:
+            run(*args)
+        assert message in str(e.value) and "\n" not in str(e.value), (args, e.value)
+    assert {p: open(p, "rb").read() for p in kept} == kept
+    run(*read, f"--save_memory={tmp_path}/mem.pt")
+    run(*read, f"--save_memory={tmp_path}/mem.pt")  # a memory file: written over
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s["stm"].fill_(float("nan")), "it holds NaN or infinite values"),
+    (lambda s: s.update(stm=s["stm"].double()), "it holds torch.float64, not float32, bfloat16 or float16"),
+    (lambda s: s.update(segs=[99, -5]), "snapshot segments [99, -5] are not increasing segments of the 4 read"),
+    (lambda s: s.update(n_seg="4"), "its segment count '4' or snapshot segments [2, 3] are not whole numbers"),
+])
+def test_a_damaged_memory_file_is_refused(out, tmp_path, edit, message):
+    out_dir, model, doc = out
+    with torch.no_grad():
+        mem = model(torch.tensor([doc + [META["eot"]] * (4 * S - len(doc))]))[2]
+    mem.save(tmp_path / "mem.pt", model)
+    state = torch.load(tmp_path / "mem.pt", weights_only=True)
+    edit(state)
+    torch.save(state, tmp_path / "mem.pt")
+    with pytest.raises(ValueError) as e:
+        Memory.load(tmp_path / "mem.pt", model)
+    assert f"memory file {tmp_path}/mem.pt is damaged ({message}): read the document again" == str(e.value)
+
+
+def test_attention_map_py_is_a_library(tmp_path):
+    import subprocess
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "attention_map.py"), "--foo=1"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("attention_map.py is a library") and r.stderr.count("\n") == 1
