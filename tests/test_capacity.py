@@ -12,11 +12,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: 
 CAPACITY = os.path.join(ROOT, "capacity.py")
 
 
-def capacity(cwd, *args):
-    proc = subprocess.run([sys.executable, CAPACITY, "--quick", "--out_dir=out", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+def capacity(cwd, *args, out="out"):
+    proc = subprocess.run([sys.executable, CAPACITY, "--quick", *[f"--out_dir={out}"] * (out != "bench_out/quick"),
+                           *args], cwd=cwd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(cwd / "out" / "capacity.json") as f:
+    with open(cwd / out / "capacity.json") as f:
         return proc.stdout, json.load(f)["rows"]
 
 
@@ -33,7 +33,19 @@ def test_capacity_smoke(tmp_path):
 
 
 def test_capacity_without_the_peer(tmp_path):
-    """--peer_mem_lens=() needs no peer package: memoGPT rows alone."""
-    stdout, rows = capacity(tmp_path, "--peer_mem_lens=()")
+    """--peer_mem_lens=() needs no peer package: memoGPT rows alone. --quick without --out_dir writes to
+    bench_out/quick, never over real results in bench_out/."""
+    stdout, rows = capacity(tmp_path, "--peer_mem_lens=()", out="bench_out/quick")
+    assert os.listdir(tmp_path / "bench_out") == ["quick"]
     assert [(r["kind"], r["mem_len"]) for r in rows] == [("memoGPT", 2)]
     assert "| memoGPT, 2 memory slots |" in stdout and "peer" not in stdout
+
+
+@pytest.mark.parametrize("arg, message", [("--mem_lens=(0,)", "--mem_lens=(0,): memoGPT memory slots"),
+                                          ("--batch_size=0", "--batch_size=0: must be >= 1"),
+                                          ("--device=tpu", "--device=tpu: choose cpu or cuda")])
+def test_bad_settings_stop_before_work(tmp_path, arg, message):
+    proc = subprocess.run([sys.executable, CAPACITY, "--quick", arg], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and proc.stderr == message + proc.stderr[len(message):]
+    assert proc.stderr.count("\n") == 1 and not os.listdir(tmp_path)

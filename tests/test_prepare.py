@@ -358,3 +358,59 @@ def test_import_has_no_side_effects(tmp_path):
     code = "import os, prepare; print(os.listdir('.'), 'TIKTOKEN_CACHE_DIR' in os.environ, 'datasets' in os.sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[] False False", r.stderr
+
+
+def test_force_keeps_the_old_set_until_the_new_one_is_complete(tmp_path, monkeypatch):
+    """--force=True with the source unreachable (offline) leaves the old set as it was: the new one is built beside
+    it and swapped in only when complete; a new set gets another fingerprint, the same one the same."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": DOCS}), src)
+    kw = dict(data_dir=str(tmp_path / "data"), hf_path="parquet", hf_data_files=str(src), val_fraction=0.1,
+              num_proc=1, tokenizer="bytes")
+    meta = prepare.prepare(**kw)
+    out_dir = tmp_path / "data" / "openwebtext"
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the Hub") from OSError("no route")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(SystemExit) as e:
+        prepare.prepare(**kw, force=True)
+    assert "cannot reach" in one_line_exit(e) and f"copy {out_dir} here" in str(e.value)
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+    assert os.listdir(tmp_path / "data") == ["openwebtext"]  # no build directory left
+    monkeypatch.undo()
+    (tmp_path / "data" / "openwebtext" / "README.mine").write_text("the user's")  # not prepare.py's: kept
+    again = prepare.prepare(**kw, force=True)
+    assert again["fingerprint"] == meta["fingerprint"] and len(meta["fingerprint"]) == 64
+    assert (out_dir / "README.mine").exists()
+    other = prepare.prepare(**{**kw, "val_fraction": 0.2}, force=True)
+    assert other["fingerprint"] != meta["fingerprint"]
+
+
+def test_empty_bom_and_nul_files(tmp_path, capsys):
+    """Empty and BOM-only documents are skipped (said once); a file with NUL bytes is not text, as sample.py says."""
+    for name, data in (("a.txt", "doc a".encode()), ("b.txt", "doc b".encode()), ("c.txt", b""),
+                       ("d.txt", "\ufeff".encode()), ("e.txt", "\ufeffdoc e".encode()), ("nul.txt", b"x\x00y")):
+        (tmp_path / name).write_bytes(data)
+    meta = prepare.prepare(dataset="text", input=str(tmp_path / "*.txt"), data_dir=str(tmp_path / "data"),
+                           tokenizer="bytes", val_fraction=0.3)
+    out = capsys.readouterr().out
+    assert "skipping 1 of 6 files that are not UTF-8 text" in out and "skipped 2 empty document(s)" in out
+    assert meta["train_docs"] + meta["val_docs"] == 3 and meta["train_tokens"] + meta["val_tokens"] == 3 * 6
+    with pytest.raises(SystemExit) as e:
+        prepare.prepare(dataset="text", input=str(tmp_path / "nul.txt"), data_dir=str(tmp_path / "d2"),
+                        bad_files="stop")
+    assert one_line_exit(e).endswith("nul.txt is not UTF-8 text (it holds NUL bytes): remove it from --input, or "
+                                     "pass --bad_files=skip")
+    for text in ("", "{oops"):
+        (tmp_path / "data" / "text" / "meta.json").write_text(text)
+        with pytest.raises(SystemExit) as e:
+            prepare.prepare(dataset="text", input=str(tmp_path / "*.txt"), data_dir=str(tmp_path / "data"),
+                            tokenizer="bytes", val_fraction=0.3)
+        assert "meta.json is not readable JSON (JSONDecodeError): --force=True redoes the set" in one_line_exit(e)
