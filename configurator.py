@@ -162,7 +162,7 @@ def writable_dir(kind="directory"):
         if not isinstance(path, str) or not path:
             return False
         if os.path.exists(path) and not os.path.isdir(path):
-            return f"{path} is a file, not a {kind}: choose another"
+            return f"{path} is a file, not a directory: choose another"
         parent = path
         while not os.path.exists(parent):
             parent = os.path.dirname(parent) or "."

@@ -415,7 +415,7 @@ def test_a_new_run_never_replaces_a_run(work, monkeypatch):
     (work.path / "afile").write_text("x")
     for args, message in ((["--out_dir=dirckpt", "--overwrite=True"], "dirckpt/ckpt.pt is not a file"),
                           (["--out_dir=dirckpt", "--init_from=resume"], "dirckpt/ckpt.pt is not a file"),
-                          (["--out_dir=afile"], "--out_dir=afile: afile is a file, not a output directory")):
+                          (["--out_dir=afile"], "--out_dir=afile: afile is a file, not a directory")):
         with pytest.raises(SystemExit) as e:
             train(monkeypatch, "--max_iters=2", *args)
         assert message in str(e.value) and "\n" not in str(e.value)
