@@ -82,10 +82,7 @@ if "--capacity" in sys.argv[1:]:
 for a in sys.argv[1:]:
     if a == "--ckpt" or a.startswith("--ckpt="):
         raise SystemExit(f"checkpoints are evaluated by their own script now: python eval_ckpt.py {a}")
-args = ["--quick=True" if a == "--quick" else a for a in sys.argv[1:]]
-if "--quick=True" in args:
-    globals().update(QUICK)  # before the command line, which still overrides them
-config = configure(globals(), args)
+config = configure(globals(), quick=QUICK)
 check(config, {
     **{k: (at_least(1), "must be >= 1") for k in ("mem_len", "seg_len", "feed_chunk", "latency_tokens", "train_steps",
                                                   "batch_size")},
@@ -250,7 +247,7 @@ def train_speed(row):
 
 def run_child(name):
     """One memory cell in a fresh process (this script with --cell=name), so its peak is its own."""
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *args, f"--cell={name}"], capture_output=True,
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], f"--cell={name}"], capture_output=True,
                           text=True)
     if proc.returncode:
         raise SystemExit(f"memory cell {name} failed:\n{proc.stderr.strip()[-2000:]}")

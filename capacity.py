@@ -61,10 +61,7 @@ seed = 1337
 QUICK = dict(out_dir="bench_out/quick",
              facts=(1, 2), mem_lens=(2,), peer_mem_lens=(2,), seg_len=8, n_seg=4, n_layer=1, n_head=2, n_embd=16,
              batch_size=4, iters=4, stage_iters=1, curriculum=(2,), eval_samples=8, threads=1)
-args = ["--quick=True" if a == "--quick" else a for a in sys.argv[1:]]
-if "--quick=True" in args:
-    globals().update(QUICK)
-config = configure(globals(), args)
+config = configure(globals(), quick=QUICK)
 check(config, {
     "facts": (ints_at_least(1), "facts per sample, a tuple of at least one int >= 1, like (1, 2, 4)"),
     "mem_lens": (ints_at_least(1), "memoGPT memory slots, a tuple of at least one int >= 1, like (4, 8)"),

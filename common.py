@@ -33,10 +33,11 @@ def write_atomic(path, write, binary=False):
             os.remove(tmp)
 
 
-def _alive(pid):
+def pid_alive(pid):
+    """Whether a process with this PID runs (another user's counts)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # none, or no PID at all
         return False
     except PermissionError:  # another user's live process
         return True
@@ -60,7 +61,7 @@ def lock_dir(directory, what="train.py"):
                 pid = int(pid)
             except (OSError, ValueError):  # vanished meanwhile, or half written: look again
                 pid, owner_host = None, host
-            if pid is not None and (owner_host != host or (pid != me and _alive(pid))):
+            if pid is not None and (owner_host != host or (pid != me and pid_alive(pid))):
                 where = f" on {owner_host}" if owner_host != host else ""
                 raise SystemExit(f"{directory} is in use by process {pid}{where} ({path}): wait for it to end, or "
                                  f"choose another directory (a lock left by a process that died is taken over)")

@@ -52,9 +52,15 @@ def override(scope, overrides, where="setting"):
     return _settings({k: scope[k] for k in settings})
 
 
-def configure(scope, argv=None):
+def configure(scope, argv=None, quick=None):
+    """quick: the settings of a smoke test, applied first when --quick is given (the rest of the
+    command line still overrides them). A bare --flag of a bool setting is --flag=True."""
     given = scope.setdefault("_given", set())
-    for arg in sys.argv[1:] if argv is None else argv:
+    argv = [f"{a}=True" if a.startswith("--") and isinstance(scope.get(a[2:]), bool) else a
+            for a in (sys.argv[1:] if argv is None else argv)]
+    if quick is not None and "--quick=True" in argv:
+        override(scope, quick, "--quick")
+    for arg in argv:
         if not arg.startswith("--"):
             if "=" in arg and not os.path.isfile(arg):
                 raise SystemExit(f"{arg}: write settings as --key=value")

@@ -1,9 +1,11 @@
 """
-Reading prepared datasets (prepare.py writes them): meta.json, the uint16 token shards, batches.
+The prepared datasets: meta.json, the uint16 token shards (written by prepare.py through ShardWriter,
+checked when opened), and batches of samples.
 
 A sample is n_seg segments of seg_len tokens: a random window of a text set, or one whole sample
 of the recall set (with answers_only, its targets are the answers alone: recall.xy).
 """
+import hashlib
 import json
 import os
 
@@ -123,3 +125,47 @@ def sample_batch(shards, rng, n, length, aligned):
 def inputs_targets(rows, meta, answers_only=False):
     """Rows (n, L + 1) -> inputs, targets (n, L): the next token everywhere, or the recall answers only."""
     return recall.xy(rows, meta) if answers_only else (rows[:, :-1], rows[:, 1:])
+
+
+class ShardWriter:
+    """Appends tokens to split_000.bin, split_001.bin, ...; each is renamed into place once complete."""
+
+    def __init__(self, out_dir, split, shard_size):
+        self.out_dir, self.split, self.shard_size = out_dir, split, shard_size
+        self.shards = {}  # complete shard name -> tokens
+        self.f, self.n = None, 0
+
+    def write(self, tokens):
+        tokens = np.asarray(tokens, dtype=np.uint16).ravel()
+        while len(tokens):
+            if self.f is None:
+                self.name = f"{self.split}_{len(self.shards):03d}.bin"
+                self.f = open(os.path.join(self.out_dir, self.name + ".tmp"), "wb")
+            take = min(len(tokens), self.shard_size - self.n)
+            self.f.write(tokens[:take].tobytes())
+            self.n, tokens = self.n + take, tokens[take:]
+            if self.n == self.shard_size:
+                self._finish()
+
+    def _finish(self):
+        self.f.close()
+        path = os.path.join(self.out_dir, self.name)
+        os.replace(path + ".tmp", path)
+        self.shards[self.name] = self.n
+        self.f, self.n = None, 0
+
+    def close(self):
+        if self.f is not None:
+            self._finish()
+        return self.shards
+
+
+def fingerprint(out_dir, shards):
+    """A digest of every shard (name and bytes), in name order: the same set gives the same fingerprint."""
+    digest = hashlib.sha256()
+    for name in sorted(shards):
+        digest.update(f"{name}\n".encode())
+        with open(os.path.join(out_dir, name), "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -233,10 +233,7 @@ def plot_longer(longer_rows, path):
 
 
 if __name__ == "__main__":
-    args = ["--quick=True" if a == "--quick" else a for a in sys.argv[1:]]
-    if "--quick=True" in args:
-        globals().update(QUICK)  # before the command line, which still overrides them
-    config = configure(globals(), args)
+    config = configure(globals(), quick=QUICK)
     if not ckpt:
         raise SystemExit("which checkpoint? python eval_ckpt.py --ckpt=out/ckpt.pt (train.py's out_dir/ckpt.pt)")
     check(config, {

@@ -1,19 +1,8 @@
 """
-The memory of memoGPT: its state (short-term memory + long-term snapshots), the attention
-mask that lets a segment read and write it, and saving/loading/editing it.
-
-One segment of S tokens goes through the block stack as one sequence of rows:
-
-    [ R : M read slots ][ X : the segment's tokens ][ W : M write slots ]
-
-R and W both start from the current short-term memory (STM) plus a learned per-slot
-embedding; write slot j also starts from the mean of the j-th of M equal parts of the
-segment. The final hidden states of W, through a LayerNorm, are the new write; a learned
-gate per slot keeps the old STM or takes the write. Each layer's keys/values of W are
-pushed as a snapshot into the long-term memory (LTM), a FIFO of the last K segments.
-Later segments attend to the LTM snapshots at every layer: they add keys, never queries. A
-snapshot holds no position, so each head adds a learned slope times its age in segments to its
-attention logits (model.ltm_age): the last segment can be told from older ones.
+The memory of memoGPT as a value: the short-term memory (STM) and the long-term snapshots (LTM),
+inspected, edited, saved and loaded (Memory); the attention mask that lets a segment's rows
+[ R | tokens | W ] read and write it (segment_mask); and the LTM's ages (key_ages). How the model
+reads and writes it is GPT.segment_step in model.py.
 """
 import functools
 import hashlib

@@ -24,7 +24,6 @@ import collections
 import difflib
 import functools
 import glob
-import hashlib
 import json
 import math
 import multiprocessing
@@ -37,9 +36,9 @@ import numpy as np
 from tqdm import tqdm
 
 import recall
-from common import write_atomic
+from common import pid_alive, write_atomic
 from configurator import configure, override
-from data import DATASETS
+from data import DATASETS, ShardWriter, fingerprint
 from tokenizer import BYTES_EOT, EOT_TEXT, gpt2_encoding
 
 # -----------------------------------------------------------------------------
@@ -113,63 +112,9 @@ def check_uint16(vocab_size, name):
 
 
 # -----------------------------------------------------------------------------
-# writing
-
-class ShardWriter:
-    """Appends tokens to split_000.bin, split_001.bin, ...; each is renamed into place once complete."""
-
-    def __init__(self, out_dir, split, shard_size):
-        self.out_dir, self.split, self.shard_size = out_dir, split, shard_size
-        self.shards = {}  # complete shard name -> tokens
-        self.f, self.n = None, 0
-
-    def write(self, tokens):
-        tokens = np.asarray(tokens, dtype=np.uint16).ravel()
-        while len(tokens):
-            if self.f is None:
-                self.name = f"{self.split}_{len(self.shards):03d}.bin"
-                self.f = open(os.path.join(self.out_dir, self.name + ".tmp"), "wb")
-            take = min(len(tokens), self.shard_size - self.n)
-            self.f.write(tokens[:take].tobytes())
-            self.n, tokens = self.n + take, tokens[take:]
-            if self.n == self.shard_size:
-                self._finish()
-
-    def _finish(self):
-        self.f.close()
-        path = os.path.join(self.out_dir, self.name)
-        os.replace(path + ".tmp", path)
-        self.shards[self.name] = self.n
-        self.f, self.n = None, 0
-
-    def close(self):
-        if self.f is not None:
-            self._finish()
-        return self.shards
-
+# writing a set beside the old one, then swapping it in
 
 OUTPUTS = ("meta.json", "meta.json.*tmp", "train_*.bin*", "val_*.bin*")  # all prepare.py writes in a set
-
-
-def fingerprint(out_dir, shards):
-    """A digest of every shard (name and bytes), in name order: the same set gives the same fingerprint."""
-    digest = hashlib.sha256()
-    for name in sorted(shards):
-        digest.update(f"{name}\n".encode())
-        with open(os.path.join(out_dir, name), "rb") as f:
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def swap_in(build_dir, out_dir):
@@ -193,7 +138,7 @@ def remove_stale_builds(data_dir, name):
     """Build directories of this set left by a prepare.py that died (their PID is gone)."""
     for path in glob.glob(os.path.join(glob.escape(data_dir), f".{glob.escape(name)}.new-*")):
         pid = path.rsplit("-", 1)[1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
 

@@ -38,10 +38,8 @@ quick = False            # tiny runs: checks that every part runs (a bare --quic
 seeds = (1337, 1, 2)     # training seeds of the runs that vary by seed
 procs = 2                # processes at a time, one thread each
 eval_samples = 1000      # recall: val samples per distance table; text: val samples (800 for stdlib)
-args = ["--quick=True" if a == "--quick" else a for a in sys.argv[1:]]
-if "--quick=True" in args:
-    out_dir, seeds = "report_out/quick", (1337,)  # never over the real report
-config = configure(globals(), args)
+# tiny runs, beside the real report, never over it
+config = configure(globals(), quick=dict(out_dir="report_out/quick", seeds=(1337,)))
 if procs < 1 or not seeds:
     raise SystemExit(f"need procs >= 1 and at least one seed, got procs={procs}, seeds={seeds}")
 

@@ -69,3 +69,17 @@ def test_given_settings_are_recorded(tmp_path):
     scope = {"n_layer": 1, "mem_len": 0, "ltm": 0}
     configure(scope, [str(conf), "--mem_len=0"])
     assert scope["_given"] == {"n_layer", "mem_len"}  # given, even at their defaults (a resume must not drop them)
+
+
+def test_quick_preset_comes_first_and_a_bare_flag_is_true():
+    """--quick applies a script's smoke-test preset before the command line, which still overrides it;
+    a bare --flag of a bool setting is --flag=True; without --quick the preset is not applied."""
+    scope = dict(quick=False, out_dir="bench_out", n=8, verbose=False)
+    quick = dict(out_dir="bench_out/quick", n=2)
+    config = configure(scope, ["--quick", "--n=3", "--verbose"], quick=quick)
+    assert config == dict(quick=True, out_dir="bench_out/quick", n=3, verbose=True)
+    scope = dict(quick=False, out_dir="bench_out", n=8, verbose=False)
+    assert configure(scope, ["--n=3"], quick=quick)["out_dir"] == "bench_out"
+    with pytest.raises(SystemExit) as e:
+        configure(dict(n=8), ["--n"])  # a bare flag of a setting that is not a bool
+    assert one_line(e) == "--n: write settings as --key=value"
