@@ -88,20 +88,11 @@ class Memory:
             raise ValueError(f"memory file {path} was made by a model with other {what} "
                              f"(this one: {want['shape']}): "
                              "read the document again with this model")
-        cfg, stm, snapshots, n_seg, segs = (model.config, state.get("stm"), state.get("ltm"), state.get("n_seg"),
-                                            state.get("segs"))
-        problem = memory_problem(stm, snapshots, n_seg, segs)
+        cfg, stm, snapshots, n_seg, segs = (model.config, state.get("stm"), state.get("ltm"),
+                                            state.get("n_seg"), state.get("segs"))
+        problem = memory_problem(stm, snapshots, n_seg, segs, cfg)
         if problem:
             raise ValueError(f"memory file {path} is damaged ({problem}): read the document again")
-        snapshot = (cfg.n_layer, 2, *stm.shape[:1], cfg.n_head, cfg.mem_len,
-                    cfg.n_embd // cfg.n_head)
-        if (stm.dim() != 3 or stm.shape[1:] != (cfg.mem_len, cfg.n_embd)
-                or any(s.shape != snapshot for s in snapshots)
-                or len(state["segs"]) != len(snapshots)):
-            raise ValueError(f"memory file {path} is damaged: its STM is {tuple(stm.shape)} "
-                             f"and it has {len(snapshots)} snapshots, this model needs "
-                             f"(B, {cfg.mem_len}, {cfg.n_embd}) and snapshots of {snapshot}: "
-                             "read the document again")
         keep = cfg.ltm if ltm_size is None else ltm_size
         if len(snapshots) > keep:
             raise ValueError(f"memory file {path} holds {len(snapshots)} LTM snapshots, "
@@ -110,22 +101,28 @@ class Memory:
         return Memory(stm, snapshots, n_seg, segs)
 
 
-FLOATS = (torch.float32, torch.bfloat16, torch.float16)  # what a memory is read in (float32, or under autocast)
+FLOATS = (torch.float32, torch.bfloat16, torch.float16)  # float32, or what autocast computes in
 
 
-def memory_problem(stm, snapshots, n_seg, segs):
-    """What is wrong with a loaded memory's parts, or None: tensors of a float dtype a model computes in, all
-    finite; n_seg segments read, and the segment of each snapshot, increasing, each one of those."""
-    if not isinstance(stm, torch.Tensor) or not isinstance(snapshots, list) or not all(
-            isinstance(t, torch.Tensor) for t in snapshots):
+def memory_problem(stm, snapshots, n_seg, segs, cfg):
+    """What is wrong with a loaded memory's parts for a model of config cfg, or None: float tensors
+    of its shapes, all finite; n_seg segments read, and the segment of each snapshot, increasing."""
+    if not (isinstance(stm, torch.Tensor) and isinstance(snapshots, list)
+            and all(isinstance(t, torch.Tensor) for t in snapshots)):
         return "its STM and LTM are not tensors"
+    snapshot = (cfg.n_layer, 2, *stm.shape[:1], cfg.n_head, cfg.mem_len, cfg.n_embd // cfg.n_head)
+    if (stm.dim() != 3 or stm.shape[1:] != (cfg.mem_len, cfg.n_embd)
+            or any(s.shape != snapshot for s in snapshots)):
+        return (f"its STM is {tuple(stm.shape)} and it has {len(snapshots)} snapshots, this model "
+                f"needs (B, {cfg.mem_len}, {cfg.n_embd}) and snapshots of {snapshot}")
     wrong = sorted({str(t.dtype) for t in [stm] + snapshots if t.dtype not in FLOATS})
     if wrong:
         return f"it holds {', '.join(wrong)}, not float32, bfloat16 or float16"
     if not all(t.isfinite().all() for t in [stm] + snapshots):
         return "it holds NaN or infinite values"
-    if type(n_seg) is not int or n_seg < 0 or not isinstance(segs, list) or not all(type(s) is int for s in segs):
-        return f"its segment count {n_seg!r} or snapshot segments {segs!r} are not whole numbers"
+    if (type(n_seg) is not int or n_seg < 0 or not isinstance(segs, list)
+            or not all(type(s) is int for s in segs) or len(segs) != len(snapshots)):
+        return f"its segment count {n_seg!r} or snapshot segments {segs!r} do not fit its snapshots"
     if any(not 0 <= s < n_seg for s in segs) or any(a >= b for a, b in zip(segs, segs[1:])):
         return f"snapshot segments {segs} are not increasing segments of the {n_seg} read"
     return None

@@ -234,7 +234,7 @@ def test_clear_errors(out, tmp_path):
         (load("other.pt"), "read the document again with this model"),
         (load("junk.pt"), "is not a memory file: make one with sample.py --save_memory"),
         (load("missing.pt"), "make one with sample.py --read="),
-        (load("bad_stm.pt"), "bad_stm.pt is damaged: its STM is (1, 3, 32)"),
+        (load("bad_stm.pt"), "bad_stm.pt is damaged (its STM is (1, 3, 32)"),
         ([f"--out_dir={unsafe}"], "unsafe/ckpt.pt was not loaded: it holds more than tensors and plain values"),
         ([f"--out_dir={tmp_path}/empty"], "empty/ckpt.pt is not a readable checkpoint (EOFError"),
         ([f"--out_dir={tmp_path}/truncated"], "truncated/ckpt.pt is not a readable checkpoint (RuntimeError"),
@@ -386,7 +386,7 @@ def test_nothing_written_over_what_sample_py_did_not_make(out, tmp_path):
     (lambda s: s["stm"].fill_(float("nan")), "it holds NaN or infinite values"),
     (lambda s: s.update(stm=s["stm"].double()), "it holds torch.float64, not float32, bfloat16 or float16"),
     (lambda s: s.update(segs=[99, -5]), "snapshot segments [99, -5] are not increasing segments of the 4 read"),
-    (lambda s: s.update(n_seg="4"), "its segment count '4' or snapshot segments [2, 3] are not whole numbers"),
+    (lambda s: s.update(n_seg="4"), "its segment count '4' or snapshot segments [2, 3] do not fit its snapshots"),
 ])
 def test_a_damaged_memory_file_is_refused(out, tmp_path, edit, message):
     out_dir, model, doc = out
