@@ -236,11 +236,15 @@ def _is_network_error(e):
 
 
 def _encode_batch(tokenizer, texts):
-    texts = [t.removeprefix("\ufeff") for t in texts]  # a byte order mark is no text; "" is then skipped
+    """Each text's tokens, ended by end-of-text, and whether it holds text (more than a byte order mark).
+    Texts are kept as they are, empty ones too: the corpus, and so its split, stays what it is."""
+    has_text = [bool(t.removeprefix("\ufeff")) for t in texts]
     if tokenizer == "bytes":
-        return [np.append(np.frombuffer(t.encode(), dtype=np.uint8), BYTES_EOT).astype(np.uint16) for t in texts]
-    enc = gpt2_encoding()  # per process, loaded from the cache
-    return [np.array(ids + [enc.eot_token], dtype=np.uint16) for ids in enc.encode_ordinary_batch(texts)]
+        arrays = [np.append(np.frombuffer(t.encode(), dtype=np.uint8), BYTES_EOT).astype(np.uint16) for t in texts]
+    else:
+        enc = gpt2_encoding()  # per process, loaded from the cache
+        arrays = [np.array(ids + [enc.eot_token], dtype=np.uint16) for ids in enc.encode_ordinary_batch(texts)]
+    return list(zip(arrays, has_text))
 
 
 def _ordered_map(fn, items, procs):
@@ -275,10 +279,8 @@ def tokenize_text(cfg, out_dir, sources, final_dir=None):
             encode = functools.partial(_encode_batch, cfg["tokenizer"])
             for encoded in _ordered_map(encode, batches, cfg["num_proc"]):
                 parts = {"train": [], "val": []}
-                for ids in encoded:
-                    if len(ids) == 1:  # an empty document (or a byte order mark alone): nothing to learn
-                        empty += 1
-                        continue
+                for ids, has_text in encoded:
+                    empty += not has_text
                     split = "val" if math.ceil((i + 1) * f) > math.ceil(i * f) else "train"
                     parts[split].append(ids)
                     docs[split] += 1
@@ -291,12 +293,9 @@ def tokenize_text(cfg, out_dir, sources, final_dir=None):
         if not _is_network_error(e):
             raise
         raise SystemExit(_offline(_where(cfg, source), e, final_dir)) from None
-    skipped = f" (and {empty} empty)" if empty else ""
-    if not docs["train"]:
-        raise SystemExit(f"{cfg['dataset']} gave {i} document(s) with text{skipped}: need at least 2, val takes the "
-                         "first")
-    if empty:
-        print(f"skipped {empty} empty document(s)")
+    if i - empty < 2 or not docs["train"]:  # empty documents stay (the corpus as it is), but are no set alone
+        raise SystemExit(f"{cfg['dataset']} gave {i} document(s), {i - empty} with text: need at least 2, val takes "
+                         "the first")
     shards = {**writers["train"].close(), **writers["val"].close()}
     described = cfg["input"] if cfg["dataset"] in ("text", "stdlib") else source  # not a list of maybe many files
     if cfg["tokenizer"] == "bytes":

@@ -394,15 +394,20 @@ def test_force_keeps_the_old_set_until_the_new_one_is_complete(tmp_path, monkeyp
 
 
 def test_empty_bom_and_nul_files(tmp_path, capsys):
-    """Empty and BOM-only documents are skipped (said once); a file with NUL bytes is not text, as sample.py says."""
+    """Empty and BOM-only documents stay in the set as they are, but a set of them alone is refused in one line;
+    a file with NUL bytes is not text, as sample.py says."""
     for name, data in (("a.txt", "doc a".encode()), ("b.txt", "doc b".encode()), ("c.txt", b""),
                        ("d.txt", "\ufeff".encode()), ("e.txt", "\ufeffdoc e".encode()), ("nul.txt", b"x\x00y")):
         (tmp_path / name).write_bytes(data)
     meta = prepare.prepare(dataset="text", input=str(tmp_path / "*.txt"), data_dir=str(tmp_path / "data"),
                            tokenizer="bytes", val_fraction=0.3)
     out = capsys.readouterr().out
-    assert "skipping 1 of 6 files that are not UTF-8 text" in out and "skipped 2 empty document(s)" in out
-    assert meta["train_docs"] + meta["val_docs"] == 3 and meta["train_tokens"] + meta["val_tokens"] == 3 * 6
+    assert "skipping 1 of 6 files that are not UTF-8 text" in out
+    bom = len("\ufeff".encode())
+    assert meta["train_docs"] + meta["val_docs"] == 5 and meta["train_tokens"] + meta["val_tokens"] == 3 * 6 + 2 + 2 * bom
+    with pytest.raises(SystemExit) as e:
+        prepare.prepare(dataset="text", input=str(tmp_path / "[cd].txt"), data_dir=str(tmp_path / "d3"))
+    assert one_line_exit(e) == "text gave 2 document(s), 0 with text: need at least 2, val takes the first"
     with pytest.raises(SystemExit) as e:
         prepare.prepare(dataset="text", input=str(tmp_path / "nul.txt"), data_dir=str(tmp_path / "d2"),
                         bad_files="stop")
