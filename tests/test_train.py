@@ -474,15 +474,15 @@ def test_damaged_data_stops_with_one_line(work, monkeypatch, damage, message):
 
 
 def test_a_split_too_short_for_a_sample_stops(tmp_path, monkeypatch):
-    """Two short documents (and an empty and a BOM-only one, skipped by prepare.py): no sample of 2 x 64 tokens fits,
+    """Two short documents (and an empty and a BOM-only one, kept as they are): no sample of 2 x 64 tokens fits,
     one line says so before any training."""
     for name, text in (("a.txt", "short text " * 5), ("b.txt", "more text " * 5), ("c.txt", ""), ("d.txt", "\ufeff")):
         (tmp_path / name).write_text(text, encoding="utf-8")
     meta = prepare(data_dir=str(tmp_path / "data"), dataset="text", input=str(tmp_path / "*.txt"), tokenizer="bytes",
                    val_fraction=0.5)
-    assert meta["train_docs"] + meta["val_docs"] == 2
+    assert meta["train_docs"] + meta["val_docs"] == 4
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
         train_text(monkeypatch, "--dataset=text", "--seg_len=64", "--n_seg=2", "--out_dir=out")
-    assert str(e.value).startswith("the train split of data/text holds 51 tokens, not one sample of 129 tokens")
+    assert str(e.value).startswith("the train split of data/text holds 55 tokens, not one sample of 129 tokens")
     assert not os.path.exists("out")
