@@ -316,10 +316,12 @@ with tqdm(total=sum(n for _, n in todo), desc="memory cells", unit="tok") as bar
         bar.set_postfix(cell=f"{row}:{n}")
         cells.append(run_child(f"{row}:{n}"))
         bar.update(n)
-latency = run_latency()
-training = [train_speed(row) for row in tqdm(ROWS, desc="training speed")]
+# every fresh-process cell before this process loads a model: at GPT-2 medium shape a training cell and a
+# parent still holding the latency and training models outgrow a 24 GB machine
 train_cells = [run_child(f"train:{name}+mem:{n}:{r}") for name in tqdm(names, desc="training memory")
                for n in sorted(train_n_seg) for r in (False, True)]
+latency = run_latency()
+training = [train_speed(row) for row in tqdm(ROWS, desc="training speed")]
 
 # ---- report ----
 cols, positions, segs = sorted(lengths), sorted(latency_at), sorted(train_n_seg)
