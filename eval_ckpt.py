@@ -29,7 +29,7 @@ from tqdm import tqdm
 import recall
 from common import autocast, machine, write_atomic
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, writable_dir
-from data import SAME_DATA, check_room, inputs_targets, load_meta, open_split, sample_batch
+from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
 from evaluate import recall_accuracy, segment_loss_sums, warn_if_memory_never_read
 from model import GPT
 
@@ -65,7 +65,7 @@ def load(path, device):
     meta = load_meta(data_dir)
     val = open_split(data_dir, meta, "val")
     warn_if_memory_never_read(ck, path)
-    if any(meta.get(k) != ck["meta"].get(k) for k in SAME_DATA):
+    if differs(ck["meta"], meta):
         raise ValueError(f"{data_dir} is not the data {path} was trained on (tokenizer, vocabulary or sample "
                          "layout differ): run eval_ckpt.py from the directory train.py ran in")
     cfg = ck["config"]

@@ -55,6 +55,9 @@ CODE = ("model.py", "memory.py", "stream.py", "train.py", "evaluate.py", "data.p
 QUICK_TRAIN = ["--max_iters=40", "--lr_decay_iters=40", "--eval_interval=40", "--stage_iters=10",
                "--warmup_iters=5", "--eval_iters=2", "--recall_samples=50"]
 HERE = os.path.dirname(os.path.abspath(__file__))
+# the version the runs train with, asked once (this process need not import torch)
+TORCH = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True,
+                       text=True).stdout
 
 
 def run_dir(name):
@@ -66,8 +69,7 @@ def fingerprint(cmd):
     for f in CODE + tuple(a for a in cmd if a.startswith("config/")):
         with open(os.path.join(HERE, f), "rb") as fh:
             digest.update(fh.read())
-    digest.update(subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
-                                 capture_output=True, text=True).stdout.encode())
+    digest.update(TORCH.encode())
     return digest.hexdigest()
 
 
