@@ -25,23 +25,29 @@ def first_ids(cfg):
 
 
 def samples(n, cfg, rng):
-    """n samples (n, n_seg * seg_len) of filler: segment 0 opens with the n_facts facts "k v k v ...", and
-    each fact is asked once, "? k v" (v the answer), in a random later segment; a segment's questions
-    close it, up to seg_len // 3 of them, so several facts can share a segment (each (segment, place) is
-    drawn alike). No answer gives another away, and the first segments of a sample are a valid sample too."""
+    """n samples (n, n_seg * seg_len) of filler: segment 0 holds the n_facts facts "k v", and each fact is
+    asked once, "? k v" (v the answer), in a random later segment; a segment's questions close it, up to
+    seg_len // 3 of them, so several facts can share a segment (each (segment, place) is drawn alike). No
+    answer gives another away, and the first segments of a sample are a valid sample too.
+    cfg["layout"]: "clustered" (the default) opens segment 0 with the facts, "k v k v ..."; "scattered"
+    puts each at a random even place of segment 0, filler between."""
     S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
     key0, val0, fil0 = first_ids(cfg)
     x = fil0 + rng.integers(cfg["n_filler"], size=(n, n_seg * S))
     keys = key0 + rng.random((n, cfg["n_keys"])).argsort(axis=1)[:, :F]  # distinct within a sample
     values = val0 + rng.integers(cfg["n_values"], size=(n, F))
-    x[:, 0:2 * F:2], x[:, 1:2 * F:2] = keys, values
+    rows = np.arange(n)[:, None]
+    if cfg.get("layout", "clustered") == "scattered":
+        at = 2 * rng.random((n, S // 2)).argsort(axis=1)[:, :F]  # (n, F) distinct pair places
+    else:
+        at = np.arange(0, 2 * F, 2)[None]
+    x[rows, at], x[rows, at + 1] = keys, values
     per_seg = S // 3
     slot = rng.random((n, (n_seg - 1) * per_seg)).argsort(axis=1)[:, :F]  # (n, F) distinct question slots
     asked_in = 1 + slot // per_seg
     # a segment's questions in the random order of their slots, closing it
     order = ((asked_in[:, :, None] == asked_in[:, None, :]) & (slot[:, None, :] < slot[:, :, None])).sum(2)
     answers = asked_in * S + S - 1 - 3 * order
-    rows = np.arange(n)[:, None]
     x[rows, answers - 2], x[rows, answers - 1], x[rows, answers] = QUESTION, keys, values
     return x.astype(np.uint16)
 
@@ -49,6 +55,8 @@ def samples(n, cfg, rng):
 def check(cfg):
     """Stop with one line on settings that make no valid sample."""
     S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
+    if cfg.get("layout", "clustered") not in ("clustered", "scattered"):
+        raise SystemExit(f"recall layout is clustered or scattered, got {cfg['layout']!r}")
     if not (1 <= F <= (n_seg - 1) * (S // 3) and S >= max(3, 2 * F) and cfg["n_keys"] >= F
             and min(cfg["n_values"], cfg["n_filler"]) >= 1):
         raise SystemExit("recall needs n_seg >= 2, seg_len >= 3, 1 <= n_facts <= (n_seg-1) * (seg_len//3) questions, "

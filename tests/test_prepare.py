@@ -260,6 +260,26 @@ def test_recall_questions_share_segments_when_facts_outnumber_them():
     assert per_segment[:, 1:].max() == 16 // 3 and per_segment[:, 0].max() == 0
 
 
+def test_recall_layouts_place_the_facts_first_or_scattered():
+    """clustered opens segment 0 with "k v k v ..."; scattered puts each fact at its own random even place of
+    segment 0, filler between. Either way the questions are the same kind: "? k v" with v the fact's value."""
+    cfg = dict(seg_len=32, n_seg=4, n_facts=4, n_keys=16, n_values=8, n_filler=16)
+    key0, val0, fil0 = recall.first_ids(cfg)
+    for layout in ("clustered", "scattered"):
+        x = recall.samples(300, {**cfg, "layout": layout}, np.random.default_rng(0)).astype(np.int64)
+        seg0 = x[:, :32]
+        r, at = np.nonzero((seg0 >= key0) & (seg0 < val0))  # the keys
+        assert (np.bincount(r) == 4).all() and (at % 2 == 0).all()
+        assert ((seg0[r, at + 1] >= val0) & (seg0[r, at + 1] < fil0)).all()  # each followed by its value
+        rq, q = np.nonzero(x == recall.QUESTION)
+        facts = {(i, k): v for i, k, v in zip(r, seg0[r, at], seg0[r, at + 1])}
+        assert all(facts[(i, x[i, t + 1])] == x[i, t + 2] for i, t in zip(rq, q))
+        first = sorted(set(at.tolist()))
+        assert first == [0, 2, 4, 6] if layout == "clustered" else len(first) == 16  # every even place is used
+    with pytest.raises(SystemExit, match="layout is clustered or scattered"):
+        recall.check({**cfg, "layout": "random"})
+
+
 def test_rerun_resumes_or_redoes(tmp_path, capsys):
     kw = dict(dataset="recall", data_dir=str(tmp_path), n_train=100, n_val=10)
     meta = prepare.prepare(**kw)
