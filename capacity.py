@@ -1,18 +1,27 @@
 """
-How many facts the memory holds at once: exact-answer accuracy by number of facts, by memory size,
-beside a peer recurrent memory transformer trained on the same samples with the same steps.
+How many facts the memory holds at once: exact-answer accuracy by number of facts, by memory size, beside a
+peer recurrent memory transformer and the in-context ceiling, every row trained on the same samples with the
+same steps, over several training seeds.
 
-    python capacity.py
+    python capacity.py                   # 4, 8, 16 slots, the peer, the ceiling; 2 layouts x 3 seeds: 30
+                                         # models, ~10-18 min each on one CPU core
+    python capacity.py --layouts="('scattered',)" --seeds="(1337,)" --mem_lens="(8,)"   # one cell
     python capacity.py --quick           # tiny and short: the smoke test
 
 A sample is the recall set's (recall.samples): segment 0 states F key-value facts, each is asked once
 in a random later segment, several questions closing a segment when facts outnumber segments, and
-every answer is hidden from the input (recall.xy: no answer by elimination). Each row is one
-model, trained on batches of 1, 2, 4, ... facts in turn (one count per batch) with a curriculum
-over segments, then scored at every count on held-out samples, at distances beyond its LTM (only
-the STM can answer there). The peer is lucidrains' recurrent-memory-transformer-pytorch (a bench
-and dev dependency; model.py never imports it) with the same width, depth, heads and memory tokens,
-its memory tokens alone (no XL cache); its wrapper drops labels, so its loss is computed here.
+every answer is hidden from the input (recall.xy: no answer by elimination). The layout says where the
+facts sit in segment 0: clustered (first, "k v k v ...") or scattered (random places, filler between);
+memoGPT's write slot j starts from part j of the segment, so clustered facts land in few slots. Each row
+is one model per layout and seed, trained on batches of 1, 2, 4, ... facts in turn (one count per batch)
+with a curriculum over segments, then scored at every count on held-out samples, at distances beyond its
+LTM (only the STM can answer there). Rows: memoGPT by memory slots; the peer, lucidrains'
+recurrent-memory-transformer-pytorch (a bench and dev dependency; model.py never imports it) with the same
+width, depth, heads and memory tokens, its memory tokens alone (no XL cache; its wrapper drops labels, so
+its loss is computed here); the ceiling, the same backbone as a plain GPT reading the whole sample in one
+window (no memory needed; the curriculum is its length warmup). Cells are the median over seeds, with the
+range; "stored" is ARMT's estimate of the facts actually held, k = n (v a - 1) / (v - 1) for n facts shown,
+v values and accuracy a (0 at chance, n when every answer is right).
 Results: out_dir/capacity.json, capacity.csv, capacity.png (with matplotlib).
 """
 import csv
@@ -38,6 +47,9 @@ quick = False            # tiny and short: the smoke test (a bare --quick works 
 facts = (1, 2, 4, 8, 16)  # facts per sample, the columns
 mem_lens = (4, 8, 16)    # memoGPT rows: memory slots
 peer_mem_lens = (8,)     # peer rows (none: ())
+ceiling = True           # the in-context row: the same backbone, the whole sample in one window
+layouts = ("clustered", "scattered")  # where the facts sit in segment 0 (recall.samples)
+seeds = (1337, 1, 2)     # training seeds of every row: cells are their median
 ltm = 2
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
 n_seg = 8                # segments per sample: distances 1..n_seg-1, scored beyond ltm
@@ -55,17 +67,19 @@ learning_rate = 1e-3
 eval_samples = 200       # per fact count
 threads = 0              # torch CPU threads (0 = its default)
 device = "cuda" if torch.cuda.is_available() else "cpu"
-seed = 1337
 
 # a smoke test writes beside real results, never over them (an explicit --out_dir still wins)
-QUICK = dict(out_dir="bench_out/quick",
-             facts=(1, 2), mem_lens=(2,), peer_mem_lens=(2,), seg_len=8, n_seg=4, n_layer=1, n_head=2, n_embd=16,
-             batch_size=4, iters=4, stage_iters=1, curriculum=(2,), eval_samples=8, threads=1)
+QUICK = dict(out_dir="bench_out/quick", facts=(1, 2), mem_lens=(2,), peer_mem_lens=(2,), seeds=(1337,),
+             seg_len=8, n_seg=4, n_layer=1, n_head=2, n_embd=16, batch_size=4, iters=4, stage_iters=1, curriculum=(2,),
+             eval_samples=8, threads=1)
 config = configure(globals(), quick=QUICK)
 check(config, {
     "facts": (ints_at_least(1), "facts per sample, a tuple of at least one int >= 1, like (1, 2, 4)"),
     "mem_lens": (ints_at_least(1), "memoGPT memory slots, a tuple of at least one int >= 1, like (4, 8)"),
     "peer_mem_lens": (ints_at_least(1, empty=True), "peer memory tokens, a tuple of ints >= 1 (none: ())"),
+    "layouts": (lambda v: isinstance(v, tuple) and v and set(v) <= {"clustered", "scattered"},
+                "a tuple of clustered and/or scattered, like ('clustered', 'scattered')"),
+    "seeds": (ints_at_least(0), "training seeds, a tuple of at least one int >= 0, like (1337, 1, 2)"),
     **{k: (at_least(1), "must be >= 1") for k in ("seg_len", "n_seg", "n_values", "n_filler", "n_layer", "n_head",
                                                   "batch_size", "iters", "stage_iters", "eval_samples")},
     **{k: (at_least(0), "must be >= 0") for k in ("ltm", "threads")},
@@ -85,13 +99,14 @@ if threads:
 META = dict(question=recall.QUESTION, eot=0)  # what recall.xy needs of the recall set's meta
 
 
-def recall_cfg(n_facts):
-    return dict(seg_len=seg_len, n_seg=n_seg, n_facts=n_facts, n_keys=n_keys, n_values=n_values, n_filler=n_filler)
+def recall_cfg(n_facts, layout):
+    return dict(seg_len=seg_len, n_seg=n_seg, n_facts=n_facts, n_keys=n_keys, n_values=n_values, n_filler=n_filler,
+                layout=layout)
 
 
-def batch(rng, n_facts, n, segs):
+def batch(rng, n_facts, n, segs, layout):
     """n samples of n_facts facts, cut to their first segs segments: inputs and answer targets on the device."""
-    rows = recall.samples(n, recall_cfg(n_facts), rng).astype(np.int64)[:, :segs * seg_len]
+    rows = recall.samples(n, recall_cfg(n_facts, layout), rng).astype(np.int64)[:, :segs * seg_len]
     x, y = recall.xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), META)
     return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
@@ -120,13 +135,14 @@ class Peer(nn.Module):
         return logits, loss / (y != -1).sum().clamp(min=1)
 
 
-def build(kind, mem_len, vocab_size):
+def build(kind, mem_len, vocab_size, seed):
     torch.manual_seed(seed)
     if kind == "peer":
         model = Peer(mem_len, vocab_size)
         return model, torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.1)
-    model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=seg_len, vocab_size=vocab_size,
-                          mem_len=mem_len, ltm=ltm, seg_len=seg_len))
+    # the ceiling is a plain GPT (mem_len 0) whose window holds the whole sample
+    model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size, mem_len=mem_len,
+                          ltm=ltm, seg_len=seg_len, block_size=seg_len if mem_len else n_seg * seg_len))
     return model, model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), device)
 
 
@@ -137,17 +153,18 @@ def run(model, x, y):
     return logits, loss
 
 
-def train(kind, mem_len, vocab_size):
-    """One row's model: the same batches and steps for every row (the data generator restarts from seed)."""
-    model, optimizer = build(kind, mem_len, vocab_size)
+def train(kind, mem_len, vocab_size, layout, seed):
+    """One model: the same batches and steps for every row of a seed (the data generator restarts from it)."""
+    model, optimizer = build(kind, mem_len, vocab_size, seed)
     model.to(device).train()
     scaler = torch.amp.GradScaler(device, enabled=False)  # float32: optimizer_step's scaler does nothing
     rng, stages = np.random.default_rng(seed), (*curriculum, n_seg)
     # a bar on a terminal; a redirected log gets the one line per row below, not a stream of updates
-    for it in tqdm(range(iters), desc=f"training {kind} M={mem_len}", leave=False, disable=not sys.stderr.isatty()):
+    for it in tqdm(range(iters), desc=f"training {kind} M={mem_len} {layout} seed {seed}", leave=False,
+                   disable=not sys.stderr.isatty()):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(it, learning_rate, learning_rate / 10, 50, iters)
-        x, y = batch(rng, facts[it % len(facts)], batch_size, stages[min(it // stage_iters, len(curriculum))])
+        x, y = batch(rng, facts[it % len(facts)], batch_size, stages[min(it // stage_iters, len(curriculum))], layout)
         _, loss = run(model, x, y)
         loss.backward()
         optimizer_step(model, optimizer, scaler, 1.0)
@@ -155,11 +172,12 @@ def train(kind, mem_len, vocab_size):
 
 
 @torch.no_grad()
-def score(model):
-    """Exact-answer accuracy by fact count at distances beyond the LTM, on held-out samples (another seed)."""
+def score(model, layout):
+    """Exact-answer accuracy by fact count at distances beyond the LTM, on held-out samples: the same for every
+    row and seed, drawn from 1338 + n_facts (the one-seed bench's, so its rows stay comparable)."""
     out = {}
     for n_facts in facts:
-        x, y = batch(np.random.default_rng(seed + 1 + n_facts), n_facts, eval_samples, n_seg)
+        x, y = batch(np.random.default_rng(1338 + n_facts), n_facts, eval_samples, n_seg, layout)
         right, total = 0, 0
         for i in range(0, eval_samples, 50):
             logits, _ = run(model, x[i:i + 50], y[i:i + 50])
@@ -171,48 +189,93 @@ def score(model):
     return out
 
 
+def stored(n, a):
+    """ARMT's estimate of the facts held when n are shown and a fraction a is answered exactly: a = k/n + (1 - k/n)/v
+    (k known, the rest guessed among v values), so k = n (v a - 1) / (v - 1)."""
+    return n * (n_values * a - 1) / (n_values - 1)
+
+
+def summary(kind, mem_len, layout, by_seed, seconds):
+    """One row: the median over seeds of each cell, their range, and what the median holds."""
+    acc = {f: float(np.median([a[f] for a in by_seed.values()])) for f in facts}
+    return dict(kind=kind, mem_len=mem_len, layout=layout, accuracy=acc, seeds=by_seed,
+                range={f: (min(a[f] for a in by_seed.values()), max(a[f] for a in by_seed.values())) for f in facts},
+                stored={f: stored(f, acc[f]) for f in facts},
+                facts_per_slot_at_90=max([f for f in facts if acc[f] >= 0.9], default=0) / mem_len if mem_len else None,
+                train_s=round(seconds),
+                label={"memoGPT": f"memoGPT, {mem_len} memory slots", "peer": f"peer, {mem_len} memory tokens",
+                       "ceiling": "in context (plain GPT, one window)"}[kind])
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in rows:
-        ax.plot(facts, [r["accuracy"][f] for f in facts], "o--" if r["kind"] == "peer" else "o-", label=r["label"])
-    ax.axhline(1 / n_values, color="gray", lw=0.8, ls=":", label="chance")
-    ax.set(xscale="log", xticks=facts, xticklabels=facts, ylim=(0, 1.02), xlabel="facts held at once",
-           ylabel=f"exact answers, distance > {ltm}", title="memory capacity")
-    ax.legend(fontsize=7)
+        style = {"peer": "--", "ceiling": ":"}.get(r["kind"], "-") + ("o" if r["layout"] == "clustered" else "s")
+        axes[0].plot(facts, [r["accuracy"][f] for f in facts], style, label=f"{r['label']}, {r['layout']}")
+    axes[0].axhline(1 / n_values, color="gray", lw=0.8, ls=":", label="chance")
+    axes[0].set(xscale="log", xticks=facts, xticklabels=facts, ylim=(0, 1.02), xlabel="facts held at once",
+                ylabel=f"exact answers, distance > {ltm} (median of {len(seeds)} seeds)", title="memory capacity")
+    axes[0].legend(fontsize=6)
+    for layout, marker in (("clustered", "o"), ("scattered", "s")):
+        memo = [r for r in rows if r["layout"] == layout and r["kind"] == "memoGPT"]
+        axes[1].plot([r["mem_len"] for r in memo], [max(r["stored"].values()) for r in memo], "-" + marker,
+                     label=f"memoGPT, {layout}")
+        for r in rows:
+            if r["layout"] == layout and r["kind"] != "memoGPT":
+                x = r["mem_len"] or max(mem_lens)
+                axes[1].plot([x], [max(r["stored"].values())], ("^" if r["kind"] == "peer" else "*"),
+                             label=f"{r['label']}, {layout}")
+    slots = sorted(set(mem_lens))
+    axes[1].plot(slots, slots, color="gray", lw=0.8, ls=":", label="one fact per slot")
+    axes[1].set(xscale="log", xticks=slots, xticklabels=slots, xlabel="memory slots",
+                ylabel="facts stored (most over fact counts)", title="facts stored: k = n (v a - 1) / (v - 1)")
+    axes[1].legend(fontsize=6)
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), binary=True)
 
 
 def write_csv(f, rows):
     w = csv.writer(f)
-    w.writerow(["model", "mem_len", *[f"facts_{n}" for n in facts], "facts_per_slot_at_90"])
-    w.writerows([r["kind"], r["mem_len"], *[r["accuracy"][n] for n in facts], r["facts_per_slot_at_90"]] for r in rows)
+    w.writerow(["model", "layout", "mem_len", *[f"facts_{n}" for n in facts], *[f"stored_{n}" for n in facts],
+                "facts_per_slot_at_90"])
+    w.writerows([r["kind"], r["layout"], r["mem_len"], *[r["accuracy"][n] for n in facts],
+                 *[round(r["stored"][n], 3) for n in facts], r["facts_per_slot_at_90"]] for r in rows)
 
 
 t_start = time.time()
-vocab = len(recall.vocab(recall_cfg(max(facts))))
+vocab = len(recall.vocab(recall_cfg(max(facts), layouts[0])))
+kinds = ([("memoGPT", m) for m in mem_lens] + [("peer", m) for m in peer_mem_lens]
+         + ([("ceiling", 0)] if ceiling else []))
 rows = []
-for kind, mem_len in [("memoGPT", m) for m in mem_lens] + [("peer", m) for m in peer_mem_lens]:
-    t0 = time.time()
-    acc = score(train(kind, mem_len, vocab))
-    per_slot = max([f for f in facts if acc[f] >= 0.9], default=0) / mem_len
-    rows.append(dict(kind=kind, mem_len=mem_len, accuracy=acc, facts_per_slot_at_90=per_slot,
-                     train_s=round(time.time() - t0),
-                     label=f"{kind}, {mem_len} memory {'tokens' if kind == 'peer' else 'slots'}"))
-    tqdm.write(f"{rows[-1]['label']}: " + ", ".join(f"{f} facts {a:.3f}" for f, a in acc.items()))
+for layout in layouts:
+    for kind, mem_len in kinds:
+        t0, by_seed = time.time(), {}
+        for s in seeds:
+            by_seed[s] = score(train(kind, mem_len, vocab, layout, s), layout)
+            tqdm.write(f"{kind} M={mem_len} {layout} seed {s}: "
+                       + ", ".join(f"{f} facts {a:.3f}" for f, a in by_seed[s].items()))
+        rows.append(summary(kind, mem_len, layout, by_seed, time.time() - t0))
 
 print(f"\n# memory capacity: {datetime.date.today()}, {device}, {torch.get_num_threads()} threads, {n_layer} layers x "
-      f"{n_embd}, segments of {seg_len}, {n_seg} per sample, ltm={ltm}, {iters} steps of {batch_size} samples\n")
+      f"{n_embd}, segments of {seg_len}, {n_seg} per sample, ltm={ltm}, {iters} steps of {batch_size} samples, "
+      f"seeds {', '.join(map(str, seeds))}\n")
 print(f"Exact answers at distances {ltm + 1}..{n_seg - 1} (beyond the LTM), {eval_samples} held-out samples per count; "
-      f"chance {1 / n_values:.3f}\n")
-print("| model | " + " | ".join(f"{f} facts" for f in facts) + " | facts per slot at 90% | train s |")
-print("|---|" + "---|" * (len(facts) + 2))
-for r in rows:
-    print(f"| {r['label']} | " + " | ".join(f"{r['accuracy'][f]:.3f}" for f in facts) +
-          f" | {r['facts_per_slot_at_90']:.2f} | {r['train_s']} |")
+      f"chance {1 / n_values:.3f}; median over seeds (range), and the facts that median stores\n")
+for layout in layouts:
+    print(f"Facts {layout}:\n")
+    print("| model | " + " | ".join(f"{f} facts" for f in facts) + " | facts stored (most) | facts per slot at 90% "
+          "| train s |")
+    print("|---|" + "---|" * (len(facts) + 3))
+    for r in [r for r in rows if r["layout"] == layout]:
+        cells = [f"{r['accuracy'][f]:.3f}" + (f" ({r['range'][f][0]:.2f}-{r['range'][f][1]:.2f})" if len(seeds) > 1
+                                              else "") for f in facts]
+        per_slot = "" if r["facts_per_slot_at_90"] is None else f"{r['facts_per_slot_at_90']:.2f}"
+        print(f"| {r['label']} | " + " | ".join(cells) + f" | {max(r['stored'].values()):.1f} | {per_slot} "
+              f"| {r['train_s']} |")
+    print()
 os.makedirs(out_dir, exist_ok=True)
 path = os.path.join(out_dir, "capacity")
 results = dict(date=str(datetime.date.today()), settings=config, rows=rows, seconds=time.time() - t_start)
@@ -220,7 +283,7 @@ write_atomic(path + ".json", lambda f: json.dump(results, f, indent=1))
 write_atomic(path + ".csv", lambda f: write_csv(f, rows))
 try:
     plot(rows, path + ".png")
-    print(f"\nwrote {path}.png, .json, .csv ({time.time() - t_start:.0f} s)")
+    print(f"wrote {path}.png, .json, .csv ({time.time() - t_start:.0f} s)")
 except ImportError:
-    print(f"\nmatplotlib is not installed: no plot (pip install matplotlib); wrote {path}.json, .csv "
+    print(f"matplotlib is not installed: no plot (pip install matplotlib); wrote {path}.json, .csv "
           f"({time.time() - t_start:.0f} s)")

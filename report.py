@@ -10,7 +10,7 @@ Runs, each train.py (or capacity.py) into out_dir/<run>/, two processes at a tim
     recall-s1337, -s1, -s2   config/recall.py, the quick start, 3 seeds
     facts                    config/recall_facts.py, 4 facts at once
     stdlib-s1337, -s1, -s2   config/stdlib.py, real text as bytes, 3 seeds
-    capacity                 capacity.py, memoGPT with 8 slots (the peer's row is stored: PEER)
+    capacity                 capacity.py, memoGPT 8 slots, clustered facts, seed 1337 (the peer's row: PEER)
 
 A run is reused when the fingerprint written beside its results matches: a digest of the code that
 makes and reads it, its config file, its arguments and torch's version. Any change trains it again.
@@ -82,7 +82,8 @@ def jobs_for(stage):
             jobs.append((f"recall-s{s}", py + ["train.py", "config/recall.py", f"--seed={s}"] + quick_train, "ckpt.pt"))
             jobs.append((f"stdlib-s{s}", py + ["train.py", "config/stdlib.py", f"--seed={s}"] + quick_train, "ckpt.pt"))
         jobs.append(("facts", py + ["train.py", "config/recall_facts.py"] + quick_train, "ckpt.pt"))
-        jobs.append(("capacity", py + ["capacity.py", '--mem_lens=(8,)', "--peer_mem_lens=()"]
+        jobs.append(("capacity", py + ["capacity.py", "--mem_lens=(8,)", "--peer_mem_lens=()", "--ceiling=False",
+                                       "--layouts=('clustered',)", "--seeds=(1337,)"]
                      + (["--quick"] if quick else []), "capacity.json"))
         for name, cmd, _ in jobs:
             cmd += [f"--out_dir={run_dir(name)}", "--threads=1"]

@@ -24,26 +24,33 @@ def test_capacity_smoke(tmp_path):
     """capacity.py --quick trains a tiny memoGPT and the peer on the same batches and writes the table."""
     pytest.importorskip("recurrent_memory_transformer_pytorch")
     stdout, rows = capacity(tmp_path)
-    assert [(r["kind"], r["mem_len"]) for r in rows] == [("memoGPT", 2), ("peer", 2)]
+    kinds = [("memoGPT", 2), ("peer", 2), ("ceiling", 0)]
+    assert [(r["layout"], r["kind"], r["mem_len"]) for r in rows] == [(lay, *k) for lay in ("clustered", "scattered")
+                                                                      for k in kinds]
     assert all(set(r["accuracy"]) == {"1", "2"} and all(0 <= a <= 1 for a in r["accuracy"].values()) for r in rows)
     assert "| memoGPT, 2 memory slots |" in stdout and "| peer, 2 memory tokens |" in stdout
+    assert "| in context (plain GPT, one window) |" in stdout and "Facts scattered:" in stdout
     with open(tmp_path / "out" / "capacity.csv") as f:
         table = list(csv.reader(f))
-    assert table[0] == ["model", "mem_len", "facts_1", "facts_2", "facts_per_slot_at_90"] and len(table) == 3
+    assert table[0] == ["model", "layout", "mem_len", "facts_1", "facts_2", "stored_1", "stored_2",
+                        "facts_per_slot_at_90"] and len(table) == 7
 
 
 def test_capacity_without_the_peer(tmp_path):
     """--peer_mem_lens=() needs no peer package: memoGPT rows alone. --quick without --out_dir writes to
     bench_out/quick, never over real results in bench_out/."""
-    stdout, rows = capacity(tmp_path, "--peer_mem_lens=()", out="bench_out/quick")
+    stdout, rows = capacity(tmp_path, "--peer_mem_lens=()", "--ceiling=False", "--layouts=('scattered',)",
+                            out="bench_out/quick")
     assert os.listdir(tmp_path / "bench_out") == ["quick"]
-    assert [(r["kind"], r["mem_len"]) for r in rows] == [("memoGPT", 2)]
+    assert [(r["layout"], r["kind"], r["mem_len"]) for r in rows] == [("scattered", "memoGPT", 2)]
     assert "| memoGPT, 2 memory slots |" in stdout and "peer" not in stdout
 
 
 @pytest.mark.parametrize("arg, message", [("--mem_lens=(0,)", "--mem_lens=(0,): memoGPT memory slots"),
                                           ("--batch_size=0", "--batch_size=0: must be >= 1"),
-                                          ("--device=tpu", "--device=tpu: choose cpu or cuda")])
+                                          ("--device=tpu", "--device=tpu: choose cpu or cuda"),
+                                          ("--layouts=('random',)", "--layouts=('random',): a tuple of clustered"),
+                                          ("--seeds=()", "--seeds=(): training seeds")])
 def test_bad_settings_stop_before_work(tmp_path, arg, message):
     proc = subprocess.run([sys.executable, CAPACITY, "--quick", arg], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
