@@ -3,7 +3,7 @@ How many facts the memory holds at once: exact-answer accuracy by number of fact
 peer recurrent memory transformer and the in-context ceiling, every row trained on the same samples with the
 same steps, over several training seeds.
 
-    python capacity.py                   # 4, 8, 16 slots, the peer, the ceiling; 2 layouts x 3 seeds: 30
+    python capacity.py                   # 4, 8, 16 slots, the peer, the ceiling; 3 layouts x 3 seeds: 45
                                          # models, ~10-18 min each on one CPU core
     python capacity.py --layouts="('scattered',)" --seeds="(1337,)" --mem_lens="(8,)"   # one cell
     python capacity.py --quick           # tiny and short: the smoke test
@@ -12,7 +12,9 @@ A sample is the recall set's (recall.samples): segment 0 states F key-value fact
 in a random later segment, several questions closing a segment when facts outnumber segments, and
 every answer is hidden from the input (recall.xy: no answer by elimination). The layout says where the
 facts sit in segment 0: clustered (first, "k v k v ...") or scattered (random places, filler between);
-memoGPT's write slot j starts from part j of the segment, so clustered facts land in few slots. Each row
+memoGPT's write slot j starts from part j of the segment, so clustered facts land in few slots. restated:
+clustered, and each fact asked from segment 2 on is stated again with a new value in a segment between
+(recall.restate); the answer is the newest value. Each row
 is one model per layout and seed, trained on batches of 1, 2, 4, ... facts in turn (one count per batch)
 with a curriculum over segments, then scored at every count on held-out samples, at distances beyond its
 LTM (only the STM can answer there). Rows: memoGPT by memory slots; the peer, lucidrains'
@@ -48,7 +50,7 @@ facts = (1, 2, 4, 8, 16)  # facts per sample, the columns
 mem_lens = (4, 8, 16)    # memoGPT rows: memory slots
 peer_mem_lens = (8,)     # peer rows (none: ())
 ceiling = True           # the in-context row: the same backbone, the whole sample in one window
-layouts = ("clustered", "scattered")  # where the facts sit in segment 0 (recall.samples)
+layouts = ("clustered", "scattered", "restated")  # where the facts sit (recall.samples), and restated keys
 seeds = (1337, 1, 2)     # training seeds of every row: cells are their median
 ltm = 2
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
@@ -77,8 +79,8 @@ check(config, {
     "facts": (ints_at_least(1), "facts per sample, a tuple of at least one int >= 1, like (1, 2, 4)"),
     "mem_lens": (ints_at_least(1), "memoGPT memory slots, a tuple of at least one int >= 1, like (4, 8)"),
     "peer_mem_lens": (ints_at_least(1, empty=True), "peer memory tokens, a tuple of ints >= 1 (none: ())"),
-    "layouts": (lambda v: isinstance(v, tuple) and v and set(v) <= {"clustered", "scattered"},
-                "a tuple of clustered and/or scattered, like ('clustered', 'scattered')"),
+    "layouts": (lambda v: isinstance(v, tuple) and v and set(v) <= {"clustered", "scattered", "restated"},
+                "a tuple of clustered, scattered and/or restated, like ('clustered', 'scattered')"),
     "seeds": (ints_at_least(0), "training seeds, a tuple of at least one int >= 0, like (1337, 1, 2)"),
     **{k: (at_least(1), "must be >= 1") for k in ("seg_len", "n_seg", "n_values", "n_filler", "n_layer", "n_head",
                                                   "batch_size", "iters", "stage_iters", "eval_samples")},
@@ -101,7 +103,7 @@ META = dict(question=recall.QUESTION, eot=0)  # what recall.xy needs of the reca
 
 def recall_cfg(n_facts, layout):
     return dict(seg_len=seg_len, n_seg=n_seg, n_facts=n_facts, n_keys=n_keys, n_values=n_values, n_filler=n_filler,
-                layout=layout)
+                layout="scattered" if layout == "scattered" else "clustered", restate=layout == "restated")
 
 
 def batch(rng, n_facts, n, segs, layout):
@@ -207,26 +209,29 @@ def summary(kind, mem_len, layout, by_seed, seconds):
                        "ceiling": "in context (plain GPT, one window)"}[kind])
 
 
+MARKERS = dict(clustered="o", scattered="s", restated="^")
+
+
 def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in rows:
-        style = {"peer": "--", "ceiling": ":"}.get(r["kind"], "-") + ("o" if r["layout"] == "clustered" else "s")
+        style = {"peer": "--", "ceiling": ":"}.get(r["kind"], "-") + MARKERS[r["layout"]]
         axes[0].plot(facts, [r["accuracy"][f] for f in facts], style, label=f"{r['label']}, {r['layout']}")
     axes[0].axhline(1 / n_values, color="gray", lw=0.8, ls=":", label="chance")
     axes[0].set(xscale="log", xticks=facts, xticklabels=facts, ylim=(0, 1.02), xlabel="facts held at once",
                 ylabel=f"exact answers, distance > {ltm} (median of {len(seeds)} seeds)", title="memory capacity")
     axes[0].legend(fontsize=6)
-    for layout, marker in (("clustered", "o"), ("scattered", "s")):
+    for layout, marker in MARKERS.items():
         memo = [r for r in rows if r["layout"] == layout and r["kind"] == "memoGPT"]
         axes[1].plot([r["mem_len"] for r in memo], [max(r["stored"].values()) for r in memo], "-" + marker,
                      label=f"memoGPT, {layout}")
         for r in rows:
             if r["layout"] == layout and r["kind"] != "memoGPT":
                 x = r["mem_len"] or max(mem_lens)
-                axes[1].plot([x], [max(r["stored"].values())], ("^" if r["kind"] == "peer" else "*"),
+                axes[1].plot([x], [max(r["stored"].values())], ("x" if r["kind"] == "peer" else "*"),
                              label=f"{r['label']}, {layout}")
     slots = sorted(set(mem_lens))
     axes[1].plot(slots, slots, color="gray", lw=0.8, ls=":", label="one fact per slot")

@@ -30,7 +30,7 @@ def samples(n, cfg, rng):
     seg_len // 3 of them, so several facts can share a segment (each (segment, place) is drawn alike). No
     answer gives another away, and the first segments of a sample are a valid sample too.
     cfg["layout"]: "clustered" (the default) opens segment 0 with the facts, "k v k v ..."; "scattered"
-    puts each at a random even place of segment 0, filler between."""
+    puts each at a random even place of segment 0, filler between. cfg["restate"]: see restate()."""
     S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
     key0, val0, fil0 = first_ids(cfg)
     x = fil0 + rng.integers(cfg["n_filler"], size=(n, n_seg * S))
@@ -49,7 +49,30 @@ def samples(n, cfg, rng):
     order = ((asked_in[:, :, None] == asked_in[:, None, :]) & (slot[:, None, :] < slot[:, :, None])).sum(2)
     answers = asked_in * S + S - 1 - 3 * order
     x[rows, answers - 2], x[rows, answers - 1], x[rows, answers] = QUESTION, keys, values
+    if cfg.get("restate"):
+        restate(x, keys, values, asked_in, answers, cfg, rng)
     return x.astype(np.uint16)
+
+
+def restate(x, keys, values, asked_in, answers, cfg, rng):
+    """Each fact asked in segment 2 or later is stated again, "k v'" with a new value v', at a free even place of
+    a random segment between (before that segment's questions); its question's answer becomes v', the newest.
+    A fact with no free place left keeps its first value."""
+    S, V = cfg["seg_len"], cfg["n_values"]
+    val0 = first_ids(cfg)[1]
+    new = val0 + (values - val0 + 1 + rng.integers(V - 1, size=values.shape)) % V  # never the old value
+    for i in range(x.shape[0]):
+        # where segment s's questions begin (S if it has none): a restatement must end before
+        ends = {s: S for s in range(1, cfg["n_seg"])}
+        for s, a in zip(asked_in[i], answers[i]):
+            ends[s] = min(ends[s], a - 2 - s * S)
+        used = set()
+        for f in rng.permutation(len(keys[i])):
+            free = [(s, p) for s in range(1, asked_in[i, f]) for p in range(0, ends[s] - 1, 2) if (s, p) not in used]
+            if free:
+                s, p = free[rng.integers(len(free))]
+                used.add((s, p))
+                x[i, s * S + p], x[i, s * S + p + 1], x[i, answers[i, f]] = keys[i, f], new[i, f], new[i, f]
 
 
 def check(cfg):
@@ -57,6 +80,8 @@ def check(cfg):
     S, n_seg, F = cfg["seg_len"], cfg["n_seg"], cfg["n_facts"]
     if cfg.get("layout", "clustered") not in ("clustered", "scattered"):
         raise SystemExit(f"recall layout is clustered or scattered, got {cfg['layout']!r}")
+    if cfg.get("restate") and cfg["n_values"] < 2:
+        raise SystemExit("restated facts need n_values >= 2: a new value differs from the old one")
     if not (1 <= F <= (n_seg - 1) * (S // 3) and S >= max(3, 2 * F) and cfg["n_keys"] >= F
             and min(cfg["n_values"], cfg["n_filler"]) >= 1):
         raise SystemExit("recall needs n_seg >= 2, seg_len >= 3, 1 <= n_facts <= (n_seg-1) * (seg_len//3) questions, "

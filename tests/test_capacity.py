@@ -25,15 +25,15 @@ def test_capacity_smoke(tmp_path):
     pytest.importorskip("recurrent_memory_transformer_pytorch")
     stdout, rows = capacity(tmp_path)
     kinds = [("memoGPT", 2), ("peer", 2), ("ceiling", 0)]
-    assert [(r["layout"], r["kind"], r["mem_len"]) for r in rows] == [(lay, *k) for lay in ("clustered", "scattered")
-                                                                      for k in kinds]
+    assert [(r["layout"], r["kind"], r["mem_len"]) for r in rows] == [(lay, *k) for lay in ("clustered", "scattered",
+                                                                                          "restated") for k in kinds]
     assert all(set(r["accuracy"]) == {"1", "2"} and all(0 <= a <= 1 for a in r["accuracy"].values()) for r in rows)
     assert "| memoGPT, 2 memory slots |" in stdout and "| peer, 2 memory tokens |" in stdout
-    assert "| in context (plain GPT, one window) |" in stdout and "Facts scattered:" in stdout
+    assert "| in context (plain GPT, one window) |" in stdout and "Facts restated:" in stdout
     with open(tmp_path / "out" / "capacity.csv") as f:
         table = list(csv.reader(f))
     assert table[0] == ["model", "layout", "mem_len", "facts_1", "facts_2", "stored_1", "stored_2",
-                        "facts_per_slot_at_90"] and len(table) == 7
+                        "facts_per_slot_at_90"] and len(table) == 10
 
 
 def test_capacity_without_the_peer(tmp_path):

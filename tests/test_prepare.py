@@ -280,6 +280,28 @@ def test_recall_layouts_place_the_facts_first_or_scattered():
         recall.check({**cfg, "layout": "random"})
 
 
+def test_restated_facts_are_answered_with_the_newest_value():
+    """restate: a fact asked from segment 2 on is stated again with a new value in a segment between, before that
+    segment's questions; its answer is the new value. Facts asked in segment 1 keep their first value."""
+    cfg = dict(seg_len=32, n_seg=8, n_facts=8, n_keys=16, n_values=8, n_filler=16, restate=True)
+    key0, val0, fil0 = recall.first_ids(cfg)
+    x = recall.samples(200, cfg, np.random.default_rng(0)).astype(np.int64)
+    restated = 0
+    for row in x:
+        first = dict(zip(row[0:16:2], row[1:16:2]))
+        for t in np.nonzero(row == recall.QUESTION)[0]:
+            key, answer, s = row[t + 1], row[t + 2], t // 32
+            said = [u for u in range(32, t) if row[u] == key and val0 <= row[u + 1] < fil0 and row[u - 1] != 1]
+            if s >= 2 and said:
+                assert len(said) == 1 and said[0] // 32 < s and answer == row[said[0] + 1] != first[key]
+                restated += 1
+            else:
+                assert not said and answer == first[key]
+    assert restated > 0.9 * (x[:, 64:] == recall.QUESTION).sum()  # nearly every fact asked from segment 2 on
+    with pytest.raises(SystemExit, match="n_values >= 2"):
+        recall.check({**cfg, "n_values": 1})
+
+
 def test_rerun_resumes_or_redoes(tmp_path, capsys):
     kw = dict(dataset="recall", data_dir=str(tmp_path), n_train=100, n_val=10)
     meta = prepare.prepare(**kw)
