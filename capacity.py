@@ -12,7 +12,7 @@ A sample is the recall set's (recall.samples): segment 0 states F key-value fact
 in a random later segment, several questions closing a segment when facts outnumber segments, and
 every answer is hidden from the input (recall.xy: no answer by elimination). The layout says where the
 facts sit in segment 0: clustered (first, "k v k v ...") or scattered (random places, filler between);
-memoGPT's write slot j starts from part j of the segment, so clustered facts land in few slots. restated:
+memoGPT's write slot j starts from part j of the segment, and the two layouts ask whether that binds. restated:
 clustered, and each fact asked from segment 2 on is stated again with a new value in a segment between
 (recall.restate); the answer is the newest value. Each row
 is one model per layout and seed, trained on batches of 1, 2, 4, ... facts in turn (one count per batch)

@@ -16,7 +16,7 @@ Each script then checks its settings in one place, a table of constraints:
     check(config, {"learning_rate": (lambda v: v > 0, "must be > 0"), ...})
 
 stops with one line naming the first setting that breaks its rule ("--learning_rate=-1: must be > 0").
-The helpers below (at_least, one_of, device_ok, dtype_ok, writable_dir, ...) make the common rules.
+The helpers below (at_least, ints_at_least, device_ok, dtype_ok, writable_dir, ...) make the common rules.
 """
 import ast
 import difflib
