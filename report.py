@@ -19,7 +19,6 @@ Figures that vary by seed are the median of the seeds, with their range. Writes 
 """
 import csv
 import datetime
-import hashlib
 import json
 import os
 import statistics
@@ -28,9 +27,8 @@ import sys
 import time
 
 import numpy as np
-from tqdm import tqdm
 
-from common import machine, write_atomic
+from common import HERE, machine, run_jobs, write_atomic
 from configurator import configure
 
 out_dir = "report_out"
@@ -54,23 +52,10 @@ CODE = ("model.py", "memory.py", "stream.py", "train.py", "evaluate.py", "data.p
         "attention_map.py")
 QUICK_TRAIN = ["--max_iters=40", "--lr_decay_iters=40", "--eval_interval=40", "--stage_iters=10",
                "--warmup_iters=5", "--eval_iters=2", "--recall_samples=50"]
-HERE = os.path.dirname(os.path.abspath(__file__))
-# the version the runs train with, asked once (this process need not import torch)
-TORCH = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True,
-                       text=True).stdout
 
 
 def run_dir(name):
     return os.path.join(out_dir, name)
-
-
-def fingerprint(cmd):
-    digest = hashlib.sha256(" ".join(cmd).encode())
-    for f in CODE + tuple(a for a in cmd if a.startswith("config/")):
-        with open(os.path.join(HERE, f), "rb") as fh:
-            digest.update(fh.read())
-    digest.update(TORCH.encode())
-    return digest.hexdigest()
 
 
 def jobs_for(stage):
@@ -97,44 +82,6 @@ def jobs_for(stage):
         cmd += ["--quick"] if quick else ["--ltm_sizes=(0,)" if name.startswith("stdlib") else "--ltm_sizes=(0,1,2)"]
         jobs.append((name, cmd, "eval_ckpt.json"))
     return jobs
-
-
-def run_all(jobs, what):
-    """Run the jobs that are not current, procs at a time; each writes its fingerprint when it succeeds."""
-    todo = []
-    for name, cmd, done in jobs:
-        stamp = os.path.join(run_dir(name), f"{what}.fingerprint")
-        fp = fingerprint(cmd)
-        current = os.path.exists(os.path.join(run_dir(name), done)) and os.path.exists(stamp)
-        if current and open(stamp).read() == fp:
-            continue
-        todo.append((name, cmd, stamp, fp))
-    print(f"{what}: {len(jobs) - len(todo)} of {len(jobs)} current, {len(todo)} to run", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    running, failed = [], []
-    with tqdm(total=len(todo), desc=what, unit="run") as bar:
-        while todo or running:
-            while todo and len(running) < procs:
-                name, cmd, stamp, fp = todo.pop(0)
-                os.makedirs(run_dir(name), exist_ok=True)
-                if os.path.exists(stamp):
-                    os.remove(stamp)
-                log = open(os.path.join(run_dir(name), f"{what}.log"), "w")
-                running.append((subprocess.Popen(cmd, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT),
-                                name, stamp, fp, log, time.time()))
-            time.sleep(1)
-            for job in [j for j in running if j[0].poll() is not None]:
-                proc, name, stamp, fp, log, t0 = job
-                running.remove(job)
-                log.close()
-                if proc.returncode:
-                    failed.append(name)
-                else:
-                    write_atomic(stamp, lambda f: f.write(fp))
-                bar.write(f"{what} {name}: {'FAILED' if proc.returncode else 'done'} in {time.time() - t0:.0f} s")
-                bar.update(1)
-    if failed:
-        raise SystemExit(f"{what} failed for {', '.join(failed)}: see {out_dir}/<run>/{what}.log")
 
 
 def load(name, file="eval_ckpt.json"):
@@ -242,8 +189,8 @@ for cmd in (["prepare.py", "--dataset=recall"], ["prepare.py", "--dataset=recall
     r = subprocess.run([sys.executable, *cmd], cwd=HERE, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"python {' '.join(cmd)} failed: {r.stderr.strip()[-500:]}")
-run_all(jobs_for("train"), "train")
-run_all(jobs_for("eval"), "eval")
+run_jobs(jobs_for("train"), "train", out_dir, procs, CODE)
+run_jobs(jobs_for("eval"), "eval", out_dir, procs, CODE)
 answers, shares = attention_example(f"recall-s{seeds[0]}")
 
 recall_runs, text_runs = [f"recall-s{s}" for s in seeds], [f"stdlib-s{s}" for s in seeds]
