@@ -126,6 +126,10 @@ class GPTConfig:
     ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
+    # how the STM is written (issue 40, being measured): "chrono" keep = sigmoid(content + per-slot bias), biases
+    # at timescales of 2..32 segments; "open": the write adds slot j's pooled part, keep = sigmoid(per-slot bias)
+    # starting at 0.12; "open_content": "open" plus a content term of what would be written, starting at zero
+    write_rule: str = "chrono"
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -136,6 +140,8 @@ class GPTConfig:
         if self.mem_len < 0 or self.ltm < 0:
             raise ValueError("mem_len (memory slots) and ltm (snapshots) must be >= 0 (0 = none), "
                              f"got mem_len={self.mem_len}, ltm={self.ltm}")
+        if self.write_rule not in ("chrono", "open", "open_content"):
+            raise ValueError(f"write_rule is chrono, open or open_content, got {self.write_rule!r}")
         if self.mem_len > 0 and not 0 < self.seg_len <= self.block_size:
             raise ValueError("need 0 < seg_len <= block_size, "
                              f"got {self.seg_len}, {self.block_size}")
@@ -201,6 +207,8 @@ class GPT(nn.Module):
         torch.nn.init.zeros_(self.mem_gate.weight)
         timescale = torch.logspace(1, 5, self.config.mem_len, base=2)  # (M,) 2 .. 32 segments
         self.mem_keep.copy_(torch.log(timescale - 1))
+        if self.config.write_rule != "chrono":
+            self.mem_keep.fill_(-2.0)  # every slot open: keeps 0.12 of its STM per segment
 
     def get_num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())
@@ -259,8 +267,16 @@ class GPT(nn.Module):
             h = x[:, -M:]  # W's final states (B, M, C)
             # GRU-like: each slot keeps its STM or takes the write, so a fact outlives segments of
             # filler; both sides are bounded, and so is their mix
-            keep = torch.sigmoid(self.mem_gate(h) + self.mem_keep.view(M, 1))  # (B, M, 1)
-            stm = keep * mem.stm + (1 - keep) * self.ln_mem(h)
+            if self.config.write_rule == "chrono":
+                keep = torch.sigmoid(self.mem_gate(h) + self.mem_keep.view(M, 1))  # (B, M, 1)
+                stm = keep * mem.stm + (1 - keep) * self.ln_mem(h)
+            else:
+                new = part + self.ln_mem(h)
+                logit = self.mem_keep.view(M, 1)
+                if self.config.write_rule == "open_content":
+                    logit = logit + self.mem_gate(new)
+                keep = torch.sigmoid(logit)  # (M, 1) or (B, M, 1)
+                stm = keep * mem.stm + (1 - keep) * new
             # W's keys/values, per layer
             snapshot = torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])
             mem = mem.push(stm, snapshot, self.config.ltm if ltm_size is None else ltm_size)

@@ -63,6 +63,7 @@ mem_len = 0              # short-term memory slots; 0 = plain GPT
 block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg_len reads whole samples
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
+write_rule = "chrono"     # how the STM is written (model.GPTConfig): chrono | open | open_content
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
 recompute = False        # recompute each segment in the backward pass: less activation memory, more work
 # AdamW, cosine learning rate with linear warmup
@@ -82,7 +83,8 @@ dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.c
 compile = False          # torch.compile the model
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 seed = 1337
-MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
+MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size",
+                  "write_rule")
 config = configure(globals())
 # every setting's constraint, in one place: the first one broken stops the run with one line
 POSITIVE, COUNT = (at_least(1), "must be >= 1"), (at_least(0), "must be >= 0")
@@ -153,12 +155,13 @@ try:
     if init_from == "scratch":  # vocab padded up to a multiple of 64, which is faster
         model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or seg_len,
                               bias=bias, vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
-                              ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn))
+                              ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn,
+                              write_rule=write_rule))
     elif init_from == "resume":
         model, ckpt = GPT.from_checkpoint(ckpt_path, device)
     else:  # pretrained GPT-2 with the memory added on top
         model = GPT.from_pretrained(init_from, dropout=dropout, mem_len=mem_len, ltm=ltm, seg_len=seg_len,
-                                    dual_ffn=dual_ffn)
+                                    dual_ffn=dual_ffn, write_rule=write_rule)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 model_args = asdict(model.config)
@@ -349,6 +352,9 @@ def log_eval(train_loss, tokens_per_s):
     record = {"iter": iter_num, "n_seg": segs, "eval_ltm": model_args["ltm"] if eval_ltm is None else eval_ltm,
               "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s),
               "elapsed_s": round(time.time() - t_start, 1)}
+    if model_args["mem_len"]:  # how the gates and the LTM's age slopes move (diagnose.py reads a checkpoint's)
+        record["keep_bias"] = [round(k, 4) for k in torch.sigmoid(raw_model.mem_keep).tolist()]
+        record["ltm_age"] = [[round(a, 3) for a in layer] for layer in raw_model.ltm_age.tolist()]
     best_val_loss = min(best_val_loss, record["val_loss"])
     tqdm.write(f"iter {iter_num}: n_seg {segs}" + (f", ltm {eval_ltm}" if eval_ltm is not None else "")
                + f", val loss {record['val_loss']:.4f}, by segment {record['val_loss_by_segment']}"

@@ -179,6 +179,28 @@ def test_slots_start_with_timescales_from_2_to_32_segments():
     assert torch.allclose(timescale, torch.tensor([2.0, 4.0, 8.0, 16.0, 32.0]), rtol=1e-4)
 
 
+@pytest.mark.parametrize("rule", ["open", "open_content"])
+def test_open_write_starts_open_and_writes_the_pooled_part(rule):
+    """write_rule open: every slot keeps 0.12 of its STM at init, and the write itself holds slot j's pooled part:
+    with the blocks silenced and the gate shut, STM' = part_j + ln_mem(h). open_content's content term starts at
+    zero, so at init it writes exactly as open does."""
+    model = tiny(write_rule=rule)
+    assert torch.allclose(torch.sigmoid(model.mem_keep), torch.full((M,), 0.1192), atol=1e-4)
+    idx = tokens(S)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("c_proj.weight") or n.endswith("c_proj.bias"):
+                p.zero_()
+        model.mem_keep.fill_(-30.0)  # take the write alone
+        stm = model(idx)[2].stm
+        seg = model.embed(idx)
+        part = torch.nn.functional.adaptive_avg_pool1d(seg.transpose(1, 2), M).transpose(1, 2)
+        h = model.empty_memory(2).stm + model.mem_write + part  # W's final state: its input, blocks silenced
+    torch.testing.assert_close(stm, part + model.ln_mem(h))
+    other = tiny(write_rule="open" if rule == "open_content" else "open_content")
+    torch.testing.assert_close(tiny(write_rule=rule)(tokens(3 * S))[2].stm, other(tokens(3 * S))[2].stm)
+
+
 def test_shared_ffn_ablation_has_no_memory_ffn():
     model = tiny(dual_ffn=False)
     assert not any("mlp_mem" in n or "ln_2_mem" in n for n, _ in model.named_parameters())
