@@ -4,11 +4,13 @@ output directory, loading a checkpoint safely, the learning-rate schedule and th
 machine's name, and running measurement jobs a few processes at a time (report.py, probe.py).
 """
 import atexit
+import errno
 import hashlib
 import math
 import os
 import pickle
 import platform
+import shutil
 import socket
 import subprocess
 import time
@@ -26,15 +28,49 @@ def autocast(device_type, dtype):
 
 
 def write_atomic(path, write, binary=False):
-    """write(f) into a temp file beside path, then rename: readers see the whole file or the old one."""
+    """write(f) into a temp file beside path, then rename: readers see the whole file or the old one. A write the
+    system refuses (a full disk, a read-only place) stops with one line, the old file kept."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb" if binary else "w", newline=None if binary else "") as f:
             write(f)
         os.replace(tmp, path)
+    except Exception as e:
+        cause = e
+        while cause is not None and not isinstance(cause, OSError):  # torch.save wraps it in a RuntimeError
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        written = os.path.getsize(tmp) if os.path.isfile(tmp) else 0
+        raise SystemExit(f"{cannot_write(path, cause, more_than=written)}; {path} is as it was") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def cannot_write(path, e, need=0, more_than=0):
+    """One line for an OSError e met writing path; a full disk names the room there and, where known, the bytes
+    needed (need) or a lower bound (more_than: what was written before it filled)."""
+    if e.errno != errno.ENOSPC:
+        return f"cannot write {path}: {e.strerror or e}"
+    needed = f", {need:,} needed" if need else f", more than {more_than:,} needed" if more_than else ""
+    return f"cannot write {path}: the disk is full ({free_bytes(path):,} bytes free{needed}): free space, or write elsewhere"
+
+
+def free_bytes(path):
+    """Free bytes on the disk that holds path (or would: its nearest existing parent)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def check_disk(path, need, what):
+    """Stop with one line, before the work, when the disk that will hold path has less than need bytes free."""
+    free = free_bytes(path)
+    if free < need:
+        raise SystemExit(f"{what} needs about {need:,} bytes at {path}, its disk has {free:,} free: free space, or "
+                         "write elsewhere")
 
 
 def pid_alive(pid):
@@ -52,18 +88,22 @@ def lock_dir(directory, what="train.py"):
     """Hold directory/LOCK for this process (its PID and host in it) until it exits; a second process stops with
     one line naming the owner. A lock left by a dead process (or by this one: a script rerun in one process) is
     taken over. Returns the lock's path."""
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "LOCK")
     host, me = socket.gethostname(), os.getpid()
     for _ in range(3):
         try:
+            os.makedirs(directory, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
+            if os.path.isdir(path):
+                raise SystemExit(f"{path} is a directory, not a lock: remove it, or choose another directory") from None
             try:
                 with open(path) as f:
                     pid, _, owner_host = f.read().strip().partition(" ")
                 pid = int(pid)
-            except (OSError, ValueError):  # vanished meanwhile, or half written: look again
+                if pid <= 0:  # no process's: garbage (os.kill(-1, 0) would ask about every process)
+                    raise ValueError(pid)
+            except (OSError, ValueError):  # vanished meanwhile, half written or garbage: taken over
                 pid, owner_host = None, host
             if pid is not None and (owner_host != host or (pid != me and pid_alive(pid))):
                 where = f" on {owner_host}" if owner_host != host else ""
@@ -74,6 +114,8 @@ def lock_dir(directory, what="train.py"):
             except FileNotFoundError:
                 pass
             continue
+        except OSError as e:  # a read-only place, a file in the way, /proc
+            raise SystemExit(f"cannot lock {directory} ({path}): {e.strerror}: choose another directory") from None
         with os.fdopen(fd, "w") as f:
             f.write(f"{me} {host}\n")
         atexit.register(unlock_dir, path)

@@ -20,6 +20,7 @@ The helpers below (at_least, ints_at_least, device_ok, dtype_ok, writable_dir, .
 """
 import ast
 import difflib
+import math
 import os
 import sys
 
@@ -77,6 +78,9 @@ def configure(scope, argv=None, quick=None):
             assigned = {}
             try:
                 exec(code, {}, assigned)  # a config file is Python, run as code: use only your own
+            except SystemExit as e:  # exit() in a config file: it would end the script with nothing made
+                raise SystemExit(f"config file {arg} calls exit({e.code!r}): a config file only assigns settings, "
+                                 "e.g. n_layer = 6") from None
             except Exception as e:
                 tb = e.__traceback__
                 while tb.tb_next is not None:
@@ -123,7 +127,18 @@ def is_int(v):
 
 
 def at_least(low):
-    return lambda v: (type(v) is int or type(v) is float) and v >= low
+    """A finite int or float >= low (1e999 reads as inf: no setting means that)."""
+    return lambda v: (type(v) is int or type(v) is float and math.isfinite(v)) and v >= low
+
+
+def is_seed(v):
+    """A seed numpy and torch both take: an int in [0, 2**63) (a DDP rank is added to it)."""
+    return type(v) is int and 0 <= v < 2**63
+
+
+SEED = (is_seed, "a seed, an int from 0 to 2**63 - 1")
+SEEDS = (lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(map(is_seed, v)),
+         "seeds, a tuple of at least one int from 0 to 2**63 - 1, like (1337, 1, 2)")
 
 
 def ints_at_least(low, empty=False):
@@ -166,7 +181,7 @@ def writable_dir(kind="directory"):
     never a file."""
     def rule(path):
         if not isinstance(path, str) or not path:
-            return False
+            return f"an empty path: name the {kind}"
         if os.path.exists(path) and not os.path.isdir(path):
             return f"{path} is a file, not a directory: choose another"
         parent = path
@@ -175,7 +190,7 @@ def writable_dir(kind="directory"):
         if not os.path.isdir(parent):
             return f"cannot make the {kind} {path}: {parent} is a file"
         if not os.access(parent, os.W_OK | os.X_OK):
-            return f"cannot write into {parent} (permission denied): choose another {kind}"
+            return f"cannot write into {parent} (permission denied, or a read-only place): choose another {kind}"
         return True
     return rule
 
