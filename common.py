@@ -5,7 +5,9 @@ machine's name, and running measurement jobs a few processes at a time (report.p
 """
 import atexit
 import errno
+import glob
 import hashlib
+import json
 import math
 import os
 import pickle
@@ -71,6 +73,25 @@ def check_disk(path, need, what):
     if free < need:
         raise SystemExit(f"{what} needs about {need:,} bytes at {path}, its disk has {free:,} free: free space, or "
                          "write elsewhere")
+
+
+def check_memory(model, batch_size, device, train=True):
+    """Stop with one line when a model (its shape is enough: a meta-device model) cannot fit the device's memory,
+    the GPU's or the machine's RAM: its parameters (16 bytes each to train with AdamW in fp32: weights, gradients,
+    two moments; 4 to sample) and one layer's attention scores for a batch (fp32). A lower bound: what else the
+    run keeps comes on top."""
+    cfg, n = model.config, sum(p.numel() for p in model.parameters())
+    rows = 2 * cfg.mem_len + cfg.seg_len if cfg.mem_len else cfg.block_size  # [R | X | W], or a plain GPT's window
+    scores = batch_size * cfg.n_head * rows * (cfg.ltm * cfg.mem_len + rows) * 4
+    need = n * (16 if train else 4) + scores
+    if device.startswith("cuda"):
+        have, where = torch.cuda.get_device_properties(device).total_memory, f"the GPU ({device})"
+    else:
+        have, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
+    if need > have:
+        raise SystemExit(f"this model needs at least {need / 2**30:,.1f} GiB ({n:,} parameters, {scores / 2**30:,.1f} "
+                         f"GiB of attention scores per layer for a batch of {batch_size}), {where} has "
+                         f"{have / 2**30:,.1f} GiB: choose a smaller n_embd, n_layer, mem_len, seg_len or batch_size")
 
 
 def pid_alive(pid):
@@ -150,6 +171,37 @@ def load_checkpoint(path, device="cpu"):
     if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
         raise ValueError(f"{path} is not a checkpoint train.py wrote (no model and model_args in it)")
     return ckpt
+
+
+def trim_log(path, iter_num):
+    """Keep the records of a training log up to iter_num (its checkpoint's), rewritten atomically: a run killed
+    after an evaluation and before its save logged one that its resume logs again, and a kill can cut a line."""
+    if not os.path.isfile(path):
+        return
+    keep = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                if json.loads(line)["iter"] <= iter_num:
+                    keep.append(line.rstrip("\n") + "\n")
+            except (ValueError, KeyError, TypeError):
+                pass
+    write_atomic(path, lambda f: f.writelines(keep))
+
+
+def settle_new_logs(log_path, ckpt_path):
+    """The log of a run that replaced another (train.py --overwrite) and was killed before its first save finished:
+    it becomes log_path if the checkpoint is that run's (its "run" is in the log's name), else it goes (the old run
+    stays as it was)."""
+    for new in glob.glob(glob.escape(log_path) + ".*.new"):
+        try:
+            saved = load_checkpoint(ckpt_path).get("run") == new.rsplit(".", 2)[-2]
+        except (OSError, ValueError):
+            saved = False
+        if saved:
+            os.replace(new, log_path)
+        else:
+            os.remove(new)
 
 
 def cosine_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):

@@ -16,7 +16,8 @@ Each script then checks its settings in one place, a table of constraints:
     check(config, {"learning_rate": (lambda v: v > 0, "must be > 0"), ...})
 
 stops with one line naming the first setting that breaks its rule ("--learning_rate=-1: must be > 0").
-The helpers below (at_least, ints_at_least, device_ok, dtype_ok, writable_dir, ...) make the common rules.
+The helpers below (at_least, ints_at_least, seed_ok, device_ok, dtype_ok, writable_dir, ...) make the common rules;
+they are functions, never tuples: a script's module-level tuple would be taken for one of its settings.
 """
 import ast
 import difflib
@@ -131,14 +132,14 @@ def at_least(low):
     return lambda v: (type(v) is int or type(v) is float and math.isfinite(v)) and v >= low
 
 
-def is_seed(v):
-    """A seed numpy and torch both take: an int in [0, 2**63) (a DDP rank is added to it)."""
-    return type(v) is int and 0 <= v < 2**63
+def seed_ok(v):
+    """A seed numpy and torch both take: an int from 0 to 2**63 - 1 (a DDP rank is added to it)."""
+    return type(v) is int and 0 <= v < 2**63 or "a seed, an int from 0 to 2**63 - 1"
 
 
-SEED = (is_seed, "a seed, an int from 0 to 2**63 - 1")
-SEEDS = (lambda v: isinstance(v, (tuple, list)) and len(v) > 0 and all(map(is_seed, v)),
-         "seeds, a tuple of at least one int from 0 to 2**63 - 1, like (1337, 1, 2)")
+def seeds_ok(v):
+    return (isinstance(v, (tuple, list)) and len(v) > 0 and all(seed_ok(s) is True for s in v)
+            or "seeds, a tuple of at least one int from 0 to 2**63 - 1, like (1337, 1, 2)")
 
 
 def ints_at_least(low, empty=False):

@@ -63,7 +63,7 @@ def load(path, device):
     model, ck = GPT.from_checkpoint(path, device)
     data_dir = os.path.join("data", ck["config"]["dataset"])
     meta = load_meta(data_dir)
-    val = open_split(data_dir, meta, "val")
+    val = open_split(data_dir, meta, "val", check_ids=True)
     warn_if_memory_never_read(ck, path)
     if differs(ck["meta"], meta):
         raise ValueError(f"{data_dir} is not the data {path} was trained on (tokenizer, vocabulary or sample "

@@ -194,7 +194,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def _init_memory(self):
-        if self.config.mem_len == 0:
+        if self.config.mem_len == 0 or self.mem_init.is_meta:  # a shape alone (train.py's memory check): no values
             return
         # memory rows enter beside token embeddings
         scale = self.transformer.wte.weight.std().item()
