@@ -5,6 +5,7 @@ checked when opened), and batches of samples.
 A sample is n_seg segments of seg_len tokens: a random window of a text set, or one whole sample
 of the recall set (with answers_only, its targets are the answers alone: recall.xy).
 """
+import glob
 import hashlib
 import json
 import os
@@ -35,6 +36,11 @@ def load_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.isfile(path):
         name = os.path.basename(os.path.normpath(data_dir))
+        parent = os.path.dirname(os.path.normpath(data_dir))
+        left = glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.old-*"))
+        if left:  # a prepare.py stopped mid-swap: the old set is whole beside
+            raise FileNotFoundError(f"no dataset at {data_dir}: a prepare.py stopped while swapping in a new set, the old "
+                                    f"one is in {left[0]}; run prepare.py for {name} again: it puts the old set back")
         if name not in DATASETS:
             raise FileNotFoundError(f"no dataset at {data_dir}: make it with python prepare.py --dataset=KIND "
                                     f"--name={name}, KIND one of {', '.join(DATASETS)}")
