@@ -137,8 +137,12 @@ def lock_dir(directory, what="train.py"):
             continue
         except OSError as e:  # a read-only place, a file in the way, /proc
             raise SystemExit(f"cannot lock {directory} ({path}): {e.strerror}: choose another directory") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{me} {host}\n")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{me} {host}\n")
+        except OSError as e:  # a full disk: no lock is left half written
+            os.remove(path)
+            raise SystemExit(cannot_write(path, e)) from None
         atexit.register(unlock_dir, path)
         return path
     raise SystemExit(f"could not take the lock {path}: another process keeps taking it")

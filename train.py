@@ -28,8 +28,8 @@ from torch.distributed import (all_gather_object, all_reduce, barrier, broadcast
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import (autocast, check_disk, check_memory, cosine_lr, lock_dir, optimizer_step, settle_new_logs, trim_log,
-                    unlock_dir, write_atomic)
+from common import (autocast, cannot_write, check_disk, check_memory, cosine_lr, lock_dir, optimizer_step,
+                    settle_new_logs, trim_log, unlock_dir, write_atomic)
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
 from evaluate import read_samples, recall_accuracy, segment_loss_sums
@@ -391,8 +391,11 @@ def log_eval(train_loss, tokens_per_s):
                + (f", every segment read alone (memory reset) {record['val_loss_by_segment_reset']} (gain "
                   f"{record['memory_gain_by_segment']})" if "memory_gain_by_segment" in record else "")
                + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
-    with open(new_log if replacing else log_path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(new_log if replacing else log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:  # a full disk: one line, the checkpoint as it was
+        raise SystemExit(cannot_write(log_path, e)) from None
     return record["val_loss"]
 
 
