@@ -56,7 +56,8 @@ def cannot_write(path, e, need=0, more_than=0):
     if e.errno != errno.ENOSPC:
         return f"cannot write {path}: {e.strerror or e}"
     needed = f", {need:,} needed" if need else f", more than {more_than:,} needed" if more_than else ""
-    return f"cannot write {path}: the disk is full ({free_bytes(path):,} bytes free{needed}): free space, or write elsewhere"
+    return (f"cannot write {path}: the disk is full ({free_bytes(path):,} bytes free{needed}): free space, or write "
+            "elsewhere")
 
 
 def free_bytes(path):
@@ -75,15 +76,15 @@ def check_disk(path, need, what):
                          "write elsewhere")
 
 
-def check_memory(model, batch_size, device, train=True):
-    """Stop with one line when a model (its shape is enough: a meta-device model) cannot fit the device's memory,
-    the GPU's or the machine's RAM: its parameters (16 bytes each to train with AdamW in fp32: weights, gradients,
-    two moments; 4 to sample) and one layer's attention scores for a batch (fp32). A lower bound: what else the
-    run keeps comes on top."""
+def check_memory(model, batch_size, device):
+    """Stop with one line when a model (its shape is enough: a meta-device model) cannot be trained in the device's
+    memory, the GPU's or the machine's RAM: its parameters (16 bytes each with AdamW in fp32: weights, gradients, two
+    moments) and one layer's attention scores for a batch (fp32). A lower bound: what else the run keeps comes on
+    top."""
     cfg, n = model.config, sum(p.numel() for p in model.parameters())
     rows = 2 * cfg.mem_len + cfg.seg_len if cfg.mem_len else cfg.block_size  # [R | X | W], or a plain GPT's window
     scores = batch_size * cfg.n_head * rows * (cfg.ltm * cfg.mem_len + rows) * 4
-    need = n * (16 if train else 4) + scores
+    need = 16 * n + scores
     if device.startswith("cuda"):
         have, where = torch.cuda.get_device_properties(device).total_memory, f"the GPU ({device})"
     else:

@@ -39,8 +39,9 @@ def load_meta(data_dir):
         parent = os.path.dirname(os.path.normpath(data_dir))
         left = glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.old-*"))
         if left:  # a prepare.py stopped mid-swap: the old set is whole beside
-            raise FileNotFoundError(f"no dataset at {data_dir}: a prepare.py stopped while swapping in a new set, the old "
-                                    f"one is in {left[0]}; run prepare.py for {name} again: it puts the old set back")
+            raise FileNotFoundError(f"no dataset at {data_dir}: a prepare.py stopped while swapping in a new set, the "
+                                    f"old one is in {left[0]}; run prepare.py for {name} again: it puts the old set "
+                                    "back")
         if name not in DATASETS:
             raise FileNotFoundError(f"no dataset at {data_dir}: make it with python prepare.py --dataset=KIND "
                                     f"--name={name}, KIND one of {', '.join(DATASETS)}")

@@ -360,9 +360,9 @@ def tokenize_text(cfg, out_dir, sources, final_dir=None):
                          "the first")
     for split in ("train", "val"):  # a split of empty documents alone is no set either
         if not texts[split]:
-            raise SystemExit(f"the {split} split's {docs[split]} document(s) of {cfg['dataset']} are all empty (val takes "
-                             f"a {f:g} share of the documents, the first too): give more documents with text, or "
-                             "another --val_fraction")
+            raise SystemExit(f"the {split} split's {docs[split]} document(s) of {cfg['dataset']} are all empty (val "
+                             f"takes a {f:g} share of the documents, the first too): give more documents with text, "
+                             "or another --val_fraction")
     shards = {**writers["train"].close(), **writers["val"].close()}
     described = cfg["input"] if cfg["dataset"] in ("text", "stdlib") else source  # not a list of maybe many files
     if cfg["tokenizer"] == "bytes":

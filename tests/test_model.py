@@ -95,7 +95,8 @@ def test_a_bad_hf_directory_is_named_in_one_line(hf_dir, tmp_path):
         assert "\n" not in str(e.value)
     config = json.loads((path / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "n_embd": 32}))
-    with pytest.raises(ValueError, match=r"^transformer\.\S+: \(\d+,.*\) in .*/model.safetensors, \(\d+,.*\) in its config.json$"):
+    with pytest.raises(ValueError, match=r"^transformer\.\S+: \(\d+,.*\) in .*/model.safetensors, \(\d+,.*\) in its "
+                                         r"config.json$"):
         GPT.from_pretrained(str(bad))
 
 

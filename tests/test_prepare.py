@@ -557,8 +557,8 @@ def test_force_killed_at_any_moment_of_the_swap_loses_nothing(tmp_path, capsys):
             break  # the swap ran to its end
         capsys.readouterr()
         if not (out / "meta.json").exists():
-            with pytest.raises(FileNotFoundError, match=r"a prepare.py stopped while swapping in a new set, the old one "
-                                                        rf"is in {tmp_path}/\.recall\.old-{pid}; run prepare.py for"):
+            with pytest.raises(FileNotFoundError, match=r"a prepare.py stopped while swapping in a new set, the old "
+                                                        rf"one is in {tmp_path}/\.recall\.old-{pid}; run prepare.py"):
                 __import__("data").load_meta(str(out))
         try:  # the old set's settings: it is back, or the new set is whole
             seed = prepare.prepare(**kw)["settings"]["seed"]
@@ -587,8 +587,8 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_old_set(tmp_path, monkeyp
     with monkeypatch.context() as m, pytest.raises(SystemExit) as e:
         m.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
         prepare.prepare(**kw, seed=7, force=True)
-    assert one_line_exit(e) == f"the recall set needs about 28,160 bytes at {tmp_path}, its disk has 1,000 free: free " \
-                               "space, or write elsewhere"
+    assert one_line_exit(e) == (f"the recall set needs about 28,160 bytes at {tmp_path}, its disk has 1,000 free: "
+                                "free space, or write elsewhere")
 
     class FullDisk(prepare.ShardWriter):
         def write(self, tokens):

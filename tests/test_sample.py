@@ -395,7 +395,8 @@ def test_nothing_written_over_what_sample_py_did_not_make(out, tmp_path):
     (lambda s: s.update(segs=[99, -5]), "snapshot segments [99, -5] are not increasing segments of the 4 read"),
     (lambda s: s.update(n_seg="4"), "its segment count '4' or snapshot segments [2, 3] do not fit its snapshots"),
     # finite, but attention would make NaN of it
-    (lambda s: s["ltm"][0].fill_(1e30), "it holds values beyond 10000 in magnitude, which attention would turn into NaN"),
+    (lambda s: s["ltm"][0].fill_(1e30), "it holds values beyond 10000 in magnitude, which attention would turn into "
+                                        "NaN"),
 ])
 def test_a_damaged_memory_file_is_refused(out, tmp_path, edit, message):
     out_dir, model, doc = out
@@ -425,5 +426,5 @@ def test_a_memory_file_of_a_batch_is_refused_where_one_is_read(out, tmp_path):
     assert Memory.load(tmp_path / "batch.pt", model).stm.size(0) == 3
     with pytest.raises(SystemExit) as e:
         run(f"--out_dir={out_dir}", f"--load_memory={tmp_path}/batch.pt", f"--start={PROMPT}", "--num_samples=1")
-    assert str(e.value) == (f"memory file {tmp_path}/batch.pt holds a batch of 3 memories, sample.py reads one: save it "
-                            "with sample.py --read=DOC --save_memory=FILE")
+    assert str(e.value) == (f"memory file {tmp_path}/batch.pt holds a batch of 3 memories, sample.py reads one: save "
+                            "it with sample.py --read=DOC --save_memory=FILE")

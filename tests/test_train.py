@@ -512,7 +512,8 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_saves(work, monkeypatch, 
     assert {p.name: p.read_bytes() for p in (work.path / "out").iterdir() if p.name != "LOCK"} == old  # LOCK: atexit
     (work.path / "out" / "log.jsonl.0123456789ab.new").write_text('{"iter": 0}\n')  # killed before its first save
     train(monkeypatch, "--out_dir=out", "--init_from=resume", "--max_iters=4", "--eval_interval=2")
-    assert sorted(os.listdir("out")) == ["ckpt.pt", "log.jsonl"] and [r["iter"] for r in log("out/log.jsonl")] == [0, 2, 4]
+    assert sorted(os.listdir("out")) == ["ckpt.pt", "log.jsonl"]
+    assert [r["iter"] for r in log("out/log.jsonl")] == [0, 2, 4]
     run = load("out/ckpt.pt")["run"]  # killed after its checkpoint's rename, before its log's
     (work.path / "out" / f"log.jsonl.{run}.new").write_text('{"iter": 0, "mine": 1}\n{"iter": 4, "mine": 1}\n')
     with pytest.raises(SystemExit):
