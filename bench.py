@@ -30,8 +30,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from common import autocast, machine, optimizer_step, write_atomic
-from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, writable_dir
+from common import autocast, check_disk, machine, optimizer_step, write_atomic
+from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from evaluate import read_samples
 from model import GPT, GPTConfig
 from stream import Stream
@@ -89,10 +89,13 @@ check(config, {
     **{k: (at_least(0), "must be >= 0") for k in ("ltm", "warmup_steps", "threads")},
     **{k: (ints_at_least(1), "must be >= 1: a tuple of ints like (1, 2)") for k in ("lengths", "latency_at",
                                                                                       "train_n_seg")},
+    "seed": (seed_ok, ""),
     "device": (device_ok, ""),
     "dtype": (dtype_ok(device), ""),
     "out_dir": (writable_dir("output directory"), ""),
 })
+if not cell:  # before the run, not after it: results.json, memory.csv and bench.png take well under 1 MB
+    check_disk(out_dir, 2**20, "bench.py's results")
 names = shapes.split(",")
 if any(n not in SHAPES for n in names):
     raise SystemExit(f"unknown shape in --shapes={shapes}: choose from {', '.join(SHAPES)}")

@@ -29,6 +29,7 @@ Results: out_dir/capacity.json, capacity.csv, capacity.png (with matplotlib).
 import csv
 import datetime
 import json
+import math
 import os
 import sys
 import time
@@ -41,7 +42,7 @@ from tqdm import tqdm
 
 import recall
 from common import cosine_lr, optimizer_step, write_atomic
-from configurator import at_least, check, configure, device_ok, ints_at_least, writable_dir
+from configurator import at_least, check, configure, device_ok, ints_at_least, seeds_ok, writable_dir
 from model import GPT, GPTConfig
 
 out_dir = "bench_out"
@@ -81,12 +82,13 @@ check(config, {
     "peer_mem_lens": (ints_at_least(1, empty=True), "peer memory tokens, a tuple of ints >= 1 (none: ())"),
     "layouts": (lambda v: isinstance(v, tuple) and v and set(v) <= {"clustered", "scattered", "restated"},
                 "a tuple of clustered, scattered and/or restated, like ('clustered', 'scattered')"),
-    "seeds": (ints_at_least(0), "training seeds, a tuple of at least one int >= 0, like (1337, 1, 2)"),
-    **{k: (at_least(1), "must be >= 1") for k in ("seg_len", "n_seg", "n_values", "n_filler", "n_layer", "n_head",
+    "seeds": (seeds_ok, ""),
+    **{k: (at_least(1), "must be >= 1") for k in ("seg_len", "n_seg", "n_filler", "n_layer", "n_head",
                                                   "batch_size", "iters", "stage_iters", "eval_samples")},
+    "n_values": (at_least(2), "must be >= 2: chance is 1/n_values, and facts stored divide by n_values - 1"),
     **{k: (at_least(0), "must be >= 0") for k in ("ltm", "threads")},
     "curriculum": (ints_at_least(1, empty=True), "segments per sample of the stages before, ints >= 1 like (2, 4)"),
-    "learning_rate": (lambda v: v > 0, "must be > 0"),
+    "learning_rate": (lambda v: 0 < v <= 1, "must be in (0, 1] (AdamW's step per weight)"),
     "n_embd": (lambda v: v >= 1 and v % n_head == 0, f"must be a multiple of n_head={n_head}"),
     "n_keys": (lambda v: v >= max(facts), "must be >= max(facts): each fact of a sample has its own key"),
     "device": (device_ok, ""),
@@ -170,6 +172,9 @@ def train(kind, mem_len, vocab_size, layout, seed):
         _, loss = run(model, x, y)
         loss.backward()
         optimizer_step(model, optimizer, scaler, 1.0)
+    if not math.isfinite(loss.item()):  # its scores would be chance, written as if measured
+        raise SystemExit(f"{kind} M={mem_len} {layout} seed {seed}: the training loss is {loss.item()} after {iters} "
+                         "iterations: lower --learning_rate")
     return model.eval()
 
 

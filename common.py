@@ -4,11 +4,15 @@ output directory, loading a checkpoint safely, the learning-rate schedule and th
 machine's name, and running measurement jobs a few processes at a time (report.py, probe.py).
 """
 import atexit
+import errno
+import glob
 import hashlib
+import json
 import math
 import os
 import pickle
 import platform
+import shutil
 import socket
 import subprocess
 import time
@@ -26,15 +30,69 @@ def autocast(device_type, dtype):
 
 
 def write_atomic(path, write, binary=False):
-    """write(f) into a temp file beside path, then rename: readers see the whole file or the old one."""
+    """write(f) into a temp file beside path, then rename: readers see the whole file or the old one. A write the
+    system refuses (a full disk, a read-only place) stops with one line, the old file kept."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb" if binary else "w", newline=None if binary else "") as f:
             write(f)
         os.replace(tmp, path)
+    except Exception as e:
+        cause = e
+        while cause is not None and not isinstance(cause, OSError):  # torch.save wraps it in a RuntimeError
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        written = os.path.getsize(tmp) if os.path.isfile(tmp) else 0
+        raise SystemExit(f"{cannot_write(path, cause, more_than=written)}; {path} is as it was") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def cannot_write(path, e, need=0, more_than=0):
+    """One line for an OSError e met writing path; a full disk names the room there and, where known, the bytes
+    needed (need) or a lower bound (more_than: what was written before it filled)."""
+    if e.errno != errno.ENOSPC:
+        return f"cannot write {path}: {e.strerror or e}"
+    needed = f", {need:,} needed" if need else f", more than {more_than:,} needed" if more_than else ""
+    return (f"cannot write {path}: the disk is full ({free_bytes(path):,} bytes free{needed}): free space, or write "
+            "elsewhere")
+
+
+def free_bytes(path):
+    """Free bytes on the disk that holds path (or would: its nearest existing parent)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def check_disk(path, need, what):
+    """Stop with one line, before the work, when the disk that will hold path has less than need bytes free."""
+    free = free_bytes(path)
+    if free < need:
+        raise SystemExit(f"{what} needs about {need:,} bytes at {path}, its disk has {free:,} free: free space, or "
+                         "write elsewhere")
+
+
+def check_memory(model, batch_size, device):
+    """Stop with one line when a model (its shape is enough: a meta-device model) cannot be trained in the device's
+    memory, the GPU's or the machine's RAM: its parameters (16 bytes each with AdamW in fp32: weights, gradients, two
+    moments) and one layer's attention scores for a batch (fp32). A lower bound: what else the run keeps comes on
+    top."""
+    cfg, n = model.config, sum(p.numel() for p in model.parameters())
+    rows = 2 * cfg.mem_len + cfg.seg_len if cfg.mem_len else cfg.block_size  # [R | X | W], or a plain GPT's window
+    scores = batch_size * cfg.n_head * rows * (cfg.ltm * cfg.mem_len + rows) * 4
+    need = 16 * n + scores
+    if device.startswith("cuda"):
+        have, where = torch.cuda.get_device_properties(device).total_memory, f"the GPU ({device})"
+    else:
+        have, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
+    if need > have:
+        raise SystemExit(f"this model needs at least {need / 2**30:,.1f} GiB ({n:,} parameters, {scores / 2**30:,.1f} "
+                         f"GiB of attention scores per layer for a batch of {batch_size}), {where} has "
+                         f"{have / 2**30:,.1f} GiB: choose a smaller n_embd, n_layer, mem_len, seg_len or batch_size")
 
 
 def pid_alive(pid):
@@ -52,18 +110,22 @@ def lock_dir(directory, what="train.py"):
     """Hold directory/LOCK for this process (its PID and host in it) until it exits; a second process stops with
     one line naming the owner. A lock left by a dead process (or by this one: a script rerun in one process) is
     taken over. Returns the lock's path."""
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "LOCK")
     host, me = socket.gethostname(), os.getpid()
     for _ in range(3):
         try:
+            os.makedirs(directory, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
+            if os.path.isdir(path):
+                raise SystemExit(f"{path} is a directory, not a lock: remove it, or choose another directory") from None
             try:
                 with open(path) as f:
                     pid, _, owner_host = f.read().strip().partition(" ")
                 pid = int(pid)
-            except (OSError, ValueError):  # vanished meanwhile, or half written: look again
+                if pid <= 0:  # no process's: garbage (os.kill(-1, 0) would ask about every process)
+                    raise ValueError(pid)
+            except (OSError, ValueError):  # vanished meanwhile, half written or garbage: taken over
                 pid, owner_host = None, host
             if pid is not None and (owner_host != host or (pid != me and pid_alive(pid))):
                 where = f" on {owner_host}" if owner_host != host else ""
@@ -74,8 +136,14 @@ def lock_dir(directory, what="train.py"):
             except FileNotFoundError:
                 pass
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{me} {host}\n")
+        except OSError as e:  # a read-only place, a file in the way, /proc
+            raise SystemExit(f"cannot lock {directory} ({path}): {e.strerror}: choose another directory") from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{me} {host}\n")
+        except OSError as e:  # a full disk: no lock is left half written
+            os.remove(path)
+            raise SystemExit(cannot_write(path, e)) from None
         atexit.register(unlock_dir, path)
         return path
     raise SystemExit(f"could not take the lock {path}: another process keeps taking it")
@@ -108,6 +176,37 @@ def load_checkpoint(path, device="cpu"):
     if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
         raise ValueError(f"{path} is not a checkpoint train.py wrote (no model and model_args in it)")
     return ckpt
+
+
+def trim_log(path, iter_num):
+    """Keep the records of a training log up to iter_num (its checkpoint's), rewritten atomically: a run killed
+    after an evaluation and before its save logged one that its resume logs again, and a kill can cut a line."""
+    if not os.path.isfile(path):
+        return
+    keep = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                if json.loads(line)["iter"] <= iter_num:
+                    keep.append(line.rstrip("\n") + "\n")
+            except (ValueError, KeyError, TypeError):
+                pass
+    write_atomic(path, lambda f: f.writelines(keep))
+
+
+def settle_new_logs(log_path, ckpt_path):
+    """The log of a run that replaced another (train.py --overwrite) and was killed before its first save finished:
+    it becomes log_path if the checkpoint is that run's (its "run" is in the log's name), else it goes (the old run
+    stays as it was)."""
+    for new in glob.glob(glob.escape(log_path) + ".*.new"):
+        try:
+            saved = load_checkpoint(ckpt_path).get("run") == new.rsplit(".", 2)[-2]
+        except (OSError, ValueError):
+            saved = False
+        if saved:
+            os.replace(new, log_path)
+        else:
+            os.remove(new)
 
 
 def cosine_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):

@@ -16,10 +16,12 @@ Each script then checks its settings in one place, a table of constraints:
     check(config, {"learning_rate": (lambda v: v > 0, "must be > 0"), ...})
 
 stops with one line naming the first setting that breaks its rule ("--learning_rate=-1: must be > 0").
-The helpers below (at_least, ints_at_least, device_ok, dtype_ok, writable_dir, ...) make the common rules.
+The helpers below (at_least, ints_at_least, seed_ok, device_ok, dtype_ok, writable_dir, ...) make the common rules;
+they are functions, never tuples: a script's module-level tuple would be taken for one of its settings.
 """
 import ast
 import difflib
+import math
 import os
 import sys
 
@@ -77,6 +79,9 @@ def configure(scope, argv=None, quick=None):
             assigned = {}
             try:
                 exec(code, {}, assigned)  # a config file is Python, run as code: use only your own
+            except SystemExit as e:  # exit() in a config file: it would end the script with nothing made
+                raise SystemExit(f"config file {arg} calls exit({e.code!r}): a config file only assigns settings, "
+                                 "e.g. n_layer = 6") from None
             except Exception as e:
                 tb = e.__traceback__
                 while tb.tb_next is not None:
@@ -123,7 +128,18 @@ def is_int(v):
 
 
 def at_least(low):
-    return lambda v: (type(v) is int or type(v) is float) and v >= low
+    """A finite int or float >= low (1e999 reads as inf: no setting means that)."""
+    return lambda v: (type(v) is int or type(v) is float and math.isfinite(v)) and v >= low
+
+
+def seed_ok(v):
+    """A seed numpy and torch both take: an int from 0 to 2**63 - 1 (a DDP rank is added to it)."""
+    return type(v) is int and 0 <= v < 2**63 or "a seed, an int from 0 to 2**63 - 1"
+
+
+def seeds_ok(v):
+    return (isinstance(v, (tuple, list)) and len(v) > 0 and all(seed_ok(s) is True for s in v)
+            or "seeds, a tuple of at least one int from 0 to 2**63 - 1, like (1337, 1, 2)")
 
 
 def ints_at_least(low, empty=False):
@@ -166,7 +182,7 @@ def writable_dir(kind="directory"):
     never a file."""
     def rule(path):
         if not isinstance(path, str) or not path:
-            return False
+            return f"an empty path: name the {kind}"
         if os.path.exists(path) and not os.path.isdir(path):
             return f"{path} is a file, not a directory: choose another"
         parent = path
@@ -175,7 +191,7 @@ def writable_dir(kind="directory"):
         if not os.path.isdir(parent):
             return f"cannot make the {kind} {path}: {parent} is a file"
         if not os.access(parent, os.W_OK | os.X_OK):
-            return f"cannot write into {parent} (permission denied): choose another {kind}"
+            return f"cannot write into {parent} (permission denied, or a read-only place): choose another {kind}"
         return True
     return rule
 

@@ -5,6 +5,7 @@ checked when opened), and batches of samples.
 A sample is n_seg segments of seg_len tokens: a random window of a text set, or one whole sample
 of the recall set (with answers_only, its targets are the answers alone: recall.xy).
 """
+import glob
 import hashlib
 import json
 import os
@@ -35,6 +36,12 @@ def load_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.isfile(path):
         name = os.path.basename(os.path.normpath(data_dir))
+        parent = os.path.dirname(os.path.normpath(data_dir))
+        left = glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.old-*"))
+        if left:  # a prepare.py stopped mid-swap: the old set is whole beside
+            raise FileNotFoundError(f"no dataset at {data_dir}: a prepare.py stopped while swapping in a new set, the "
+                                    f"old one is in {left[0]}; run prepare.py for {name} again: it puts the old set "
+                                    "back")
         if name not in DATASETS:
             raise FileNotFoundError(f"no dataset at {data_dir}: make it with python prepare.py --dataset=KIND "
                                     f"--name={name}, KIND one of {', '.join(DATASETS)}")
@@ -56,9 +63,10 @@ def load_meta(data_dir):
     return meta
 
 
-def open_split(data_dir, meta, split):
+def open_split(data_dir, meta, split, check_ids=False):
     """The split's shards as uint16 memmaps, in name order; each checked against meta.json's token count (a
-    missing, truncated or grown shard stops with one line, ValueError)."""
+    missing, truncated or grown shard stops with one line, ValueError). check_ids: and every token id against the
+    vocabulary, one pass (a small split: val; sample_batch checks the batches it draws)."""
     names = sorted(n for n in meta["shards"] if n.startswith(split + "_"))
     if not names:
         raise bad_data(data_dir, f"{data_dir}/meta.json lists no {split} shards", meta)
@@ -74,6 +82,8 @@ def open_split(data_dir, meta, split):
         if want == 0:
             continue  # np.memmap cannot map an empty file
         shards.append(np.memmap(path, dtype=np.uint16, mode="r"))
+        if check_ids and shards[-1].max() >= meta["vocab_size"]:
+            raise bad_data(data_dir, beyond_vocab(path, shards[-1].max(), meta["vocab_size"]), meta)
     if not shards:
         raise bad_data(data_dir, f"the {split} shards of {data_dir} are empty", meta)
     return shards
@@ -102,9 +112,14 @@ def check_room(shards, length, aligned, where):
                            "with a shorter seg_len or n_seg")
 
 
-def sample_batch(shards, rng, n, length, aligned):
+def beyond_vocab(path, top, vocab_size):
+    return f"{path} holds token id {top}, beyond the vocabulary of {vocab_size} in meta.json: damaged, or another set's"
+
+
+def sample_batch(shards, rng, n, length, aligned, vocab_size=None):
     """n rows of length + 1 tokens (int64). aligned: whole samples starting at multiples of `aligned`
-    (the recall set; the row's last token is then -1, nothing to predict); else random windows."""
+    (the recall set; the row's last token is then -1, nothing to predict); else random windows. vocab_size: a
+    token id beyond it stops with one line (ValueError) naming its shard, not an IndexError in the model."""
     if aligned:
         counts = [len(s) // aligned for s in shards]
     else:  # a shard shorter than a sample gives none
@@ -119,6 +134,9 @@ def sample_batch(shards, rng, n, length, aligned):
             rows[r, :length] = shards[i][j * aligned:j * aligned + length]
         else:
             rows[r] = shards[i][j:j + length + 1]
+        if vocab_size and rows[r].max() >= vocab_size:
+            path = shards[i].filename
+            raise bad_data(os.path.dirname(path), beyond_vocab(path, rows[r].max(), vocab_size))
     return rows
 
 

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 import recall
 from common import write_atomic
-from configurator import at_least, check, configure, writable_dir
+from configurator import at_least, check, configure, seed_ok, writable_dir
 from eval_ckpt import load
 
 ckpt = ""
@@ -32,7 +32,7 @@ samples = 2000           # val samples: half fit the read-out, half test it
 seed = 1337
 config = configure(globals())
 check(config, {"ckpt": (bool, "which checkpoint? --ckpt=probe_out/s1/ckpt.pt"),
-               "samples": (at_least(2), "must be >= 2")})
+               "samples": (at_least(2), "must be >= 2"), "seed": (seed_ok, "")})
 out_dir = out_dir or os.path.dirname(ckpt) or "."
 check(config | dict(out_dir=out_dir), {"out_dir": (writable_dir("output directory"), "")})
 torch.manual_seed(seed)

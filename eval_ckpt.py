@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import recall
 from common import autocast, machine, write_atomic
-from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, writable_dir
+from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
 from evaluate import recall_accuracy, segment_loss_sums, warn_if_memory_never_read
 from model import GPT
@@ -63,7 +63,7 @@ def load(path, device):
     model, ck = GPT.from_checkpoint(path, device)
     data_dir = os.path.join("data", ck["config"]["dataset"])
     meta = load_meta(data_dir)
-    val = open_split(data_dir, meta, "val")
+    val = open_split(data_dir, meta, "val", check_ids=True)
     warn_if_memory_never_read(ck, path)
     if differs(ck["meta"], meta):
         raise ValueError(f"{data_dir} is not the data {path} was trained on (tokenizer, vocabulary or sample "
@@ -243,6 +243,7 @@ if __name__ == "__main__":
                                                       "stable_segments")},
         "longer": (ints_at_least(1, empty=True), "a tuple of ints >= 1, like (2, 4)"),
         "threads": (at_least(0), "must be >= 0"),
+        "seed": (seed_ok, ""),
         "device": (device_ok, ""),
         "dtype": (dtype_ok(device), ""),
         "out_dir": (writable_dir("output directory"), ""),

@@ -102,11 +102,13 @@ class Memory:
 
 
 FLOATS = (torch.float32, torch.bfloat16, torch.float16)  # float32, or what autocast computes in
+MAX_ABS = 1e4  # a memory the model writes stays far below (the STM is normalised; keys and values are projections)
 
 
 def memory_problem(stm, snapshots, n_seg, segs, cfg):
     """What is wrong with a loaded memory's parts for a model of config cfg, or None: float tensors
-    of its shapes, all finite; n_seg segments read, and the segment of each snapshot, increasing."""
+    of its shapes, finite and of a size a model writes; n_seg segments read, and the segment of each
+    snapshot, increasing."""
     if not (isinstance(stm, torch.Tensor) and isinstance(snapshots, list)
             and all(isinstance(t, torch.Tensor) for t in snapshots)):
         return "its STM and LTM are not tensors"
@@ -120,6 +122,8 @@ def memory_problem(stm, snapshots, n_seg, segs, cfg):
         return f"it holds {', '.join(wrong)}, not float32, bfloat16 or float16"
     if not all(t.isfinite().all() for t in [stm] + snapshots):
         return "it holds NaN or infinite values"
+    if any(t.abs().max() > MAX_ABS for t in [stm] + snapshots if t.numel()):
+        return f"it holds values beyond {MAX_ABS:g} in magnitude, which attention would turn into NaN"
     if (type(n_seg) is not int or n_seg < 0 or not isinstance(segs, list)
             or not all(type(s) is int for s in segs) or len(segs) != len(snapshots)):
         return f"its segment count {n_seg!r} or snapshot segments {segs!r} do not fit its snapshots"

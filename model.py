@@ -194,7 +194,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def _init_memory(self):
-        if self.config.mem_len == 0:
+        if self.config.mem_len == 0 or self.mem_init.is_meta:  # a shape alone (train.py's memory check): no values
             return
         # memory rows enter beside token embeddings
         scale = self.transformer.wte.weight.std().item()
@@ -357,12 +357,17 @@ class GPT(nn.Module):
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"{path} has no model.safetensors: "
                                     "save it with transformers' save_pretrained")
-        with open(os.path.join(path, "config.json")) as f:
-            hf = json.load(f)
-        assert hf.get("activation_function", "gelu_new") == "gelu_new"
-        args = dict(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                    block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
-                    bias=True, dropout=0.0)
+        try:  # a foreign or damaged directory: one line that names the file
+            with open(os.path.join(path, "config.json")) as f:
+                hf = json.load(f)
+            if hf.get("activation_function", "gelu_new") != "gelu_new":
+                raise ValueError(f"activation_function {hf['activation_function']!r}, not GPT-2's gelu_new")
+            args = dict(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                        block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
+                        bias=True, dropout=0.0)
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise ValueError(f"{os.path.join(path, 'config.json')} is not a GPT-2 config ({type(e).__name__}: "
+                             f"{e}): save the model with transformers' save_pretrained") from None
         args.setdefault("seg_len", args["block_size"])
         args.update(overrides)
         model = cls(GPTConfig(**args))
@@ -376,13 +381,15 @@ class GPT(nn.Module):
             if k not in sd:
                 continue  # lm_head (tied to wte), old attn.bias / masked_bias buffers
             v = v.t() if k.endswith(transposed) else v
-            assert sd[k].shape == v.shape, (f"{k}: {tuple(v.shape)} in {weights}, "
-                                            f"{tuple(sd[k].shape)} here")
+            if sd[k].shape != v.shape:
+                raise ValueError(f"{k}: {tuple(v.shape)} in {weights}, {tuple(sd[k].shape)} in its "
+                                 "config.json")
             sd[k].copy_(v)
             loaded.add(k)
         missing = [k for k in sd
                    if k.startswith("transformer.") and "_mem." not in k and k not in loaded]
-        assert not missing, f"{weights} lacks {missing[:4]}"
+        if missing:
+            raise ValueError(f"{weights} lacks {missing[:4]}: not a GPT-2 model")
         if model.config.mem_len > 0:
             # the memory FFN starts as an exact copy of the pretrained one
             if model.config.dual_ffn:

@@ -11,8 +11,11 @@ Prepare a dataset as uint16 token shards for train.py.
 Output: data/<dataset>/ (data/<name>/ with --name): train_000.bin, ..., val_000.bin, ... and meta.json,
 written last: a directory is complete iff it holds meta.json. A set is built in a directory beside it
 (data/.<name>.new-PID) and moved in only when complete: --force=True keeps the old set until the new one
-is whole (an unreachable source leaves it as it was). meta.json's fingerprint, a digest of every shard,
-lets train.py's resume tell the set it was trained on from a set prepared again. Read a shard with
+is whole (an unreachable source leaves it as it was), and replaces only its own files (the old meta.json
+and the shards it lists: other files in the directory stay). A crash during the swap leaves the old set
+whole beside it (data/.<name>.old-PID): the next run puts it back, and says so. One prepare.py at a time
+per set (data/<name>/LOCK). meta.json's fingerprint, a digest of every shard, lets train.py's resume
+tell the set it was trained on from a set prepared again. Read a shard with
 np.memmap(path, dtype=np.uint16, mode="r"); every document ends with the end-of-text token meta["eot"].
 Train and val are split by document.
 
@@ -22,6 +25,7 @@ shards). The tokenizers are in tokenizer.py, the recall task in recall.py.
 """
 import collections
 import difflib
+import errno
 import functools
 import glob
 import json
@@ -29,6 +33,7 @@ import math
 import multiprocessing
 import os
 import pathlib
+import re
 import shutil
 import sysconfig
 
@@ -36,8 +41,8 @@ import numpy as np
 from tqdm import tqdm
 
 import recall
-from common import pid_alive, write_atomic
-from configurator import configure, override
+from common import cannot_write, check_disk, lock_dir, pid_alive, unlock_dir, write_atomic
+from configurator import at_least, check, configure, override, seed_ok, writable_dir
 from data import DATASETS, ShardWriter, fingerprint
 from tokenizer import BYTES_EOT, EOT_TEXT, gpt2_encoding
 
@@ -86,22 +91,35 @@ TEXT_SETTINGS = ("shard_size", "tokenizer", "val_fraction", "max_docs", "hf_path
                  "input")
 RECALL_SETTINGS = ("shard_size", "seg_len", "n_seg", "n_facts", "n_keys", "n_values", "n_filler", "n_train", "n_val",
                    "seed")
+
+
+def known_dataset(v):
+    close = difflib.get_close_matches(v, DATASETS, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return v in DATASETS or f"unknown dataset {v!r} ({hint}choose one of {', '.join(DATASETS)})"
+
+
 def resolve(overrides):
-    """The defaults above with overrides applied; a mistyped key or value stops with one line."""
+    """The defaults above with overrides applied; a mistyped key or value, or one out of its range, stops with one
+    line."""
     cfg = override({k: globals()[k] for k in config_keys}, overrides, "prepare")
-    if cfg["dataset"] not in DATASETS:
-        close = difflib.get_close_matches(cfg["dataset"], DATASETS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise SystemExit(f"unknown dataset {cfg['dataset']!r} ({hint}choose one of {', '.join(DATASETS)})")
+    check(cfg, {"dataset": (known_dataset, "")})
     cfg["val_fraction"] = cfg["val_fraction"] or (0.05 if cfg["dataset"] == "stdlib" else 0.0005)
     if cfg["dataset"] == "stdlib" and not cfg["input"]:
         cfg["input"] = sysconfig.get_paths()["stdlib"]  # in the settings: another Python's stdlib is another set
-    if cfg["shard_size"] < 1 or cfg["num_proc"] < 1 or not 0 <= cfg["val_fraction"] < 1:
-        raise SystemExit("need shard_size >= 1, num_proc >= 1 and 0 <= val_fraction < 1")
-    if cfg["bad_files"] not in ("skip", "stop"):
-        raise SystemExit(f"--bad_files={cfg['bad_files']}: choose skip or stop")
-    if cfg["tokenizer"] not in ("gpt2", "bytes") or (cfg["dataset"] == "recall" and cfg["tokenizer"] != "gpt2"):
-        raise SystemExit(f"--tokenizer={cfg['tokenizer']}: choose gpt2 or bytes, for a text set (recall has its own)")
+    check(cfg, {
+        "data_dir": (writable_dir("data directory"), ""),
+        "name": (lambda v: not v or (v == os.path.basename(v) and not v.startswith(".")),
+                 "a plain directory name, made under data_dir (no path, not hidden), e.g. recall_long"),
+        **{k: (at_least(1), "must be >= 1") for k in ("shard_size", "num_proc", "seg_len", "n_seg", "n_facts", "n_keys",
+                                                       "n_values", "n_filler", "n_train", "n_val")},
+        "max_docs": (at_least(0), "must be >= 0 (0 = all documents)"),
+        "val_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1): the share of documents that go to val"),
+        "bad_files": (lambda v: v in ("skip", "stop"), "choose skip or stop"),
+        "tokenizer": (lambda v: v in ("gpt2", "bytes") and (cfg["dataset"] != "recall" or v == "gpt2"),
+                      "choose gpt2 or bytes, for a text set (recall has its own)"),
+        "seed": (seed_ok, ""),
+    })
     return cfg
 
 
@@ -112,34 +130,77 @@ def check_uint16(vocab_size, name):
 
 
 # -----------------------------------------------------------------------------
-# writing a set beside the old one, then swapping it in
+# writing a set beside the old one, then swapping it in: data/.<name>.new-PID is the set being built,
+# data/.<name>.old-PID the old set's files during the swap
 
-OUTPUTS = ("meta.json", "meta.json.*tmp", "train_*.bin*", "val_*.bin*")  # all prepare.py writes in a set
+SHARD = re.compile(r"(train|val)_\d{3,}\.bin")  # the names ShardWriter gives
+
+
+def shards_of(set_dir):
+    """The shard names a set's meta.json lists (names prepare.py gives only: a hand-edited one touches nothing)."""
+    try:
+        with open(os.path.join(set_dir, "meta.json"), encoding="utf-8") as f:
+            return [n for n in json.load(f)["shards"] if isinstance(n, str) and SHARD.fullmatch(n)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def swap_in(build_dir, out_dir):
-    """Move the complete set in build_dir into out_dir, replacing prepare.py's outputs there (other files stay).
-    The old set is moved aside first (a crash in between leaves it whole, in data/.<name>.old-PID), the new
-    meta.json last."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Move the complete set in build_dir into out_dir. Only prepare.py's files there are touched: the old
+    meta.json and the shards it lists (and files the new set's names would replace) go aside first, into
+    data/.<name>.old-PID, meta.json first; then the new shards, the new meta.json last. A crash at any moment
+    leaves the new set whole under the name, or the old one beside it: settle_swap (here at once, or the next
+    run) puts it back."""
     old = os.path.join(os.path.dirname(build_dir), f".{os.path.basename(out_dir)}.old-{os.getpid()}")
-    os.makedirs(old, exist_ok=True)
-    for pattern in OUTPUTS:  # meta.json first: what is left is no longer a complete set
-        for path in glob.glob(os.path.join(glob.escape(out_dir), pattern)):
-            os.replace(path, os.path.join(old, os.path.basename(path)))
-    names = sorted(os.listdir(build_dir))
-    for name in [n for n in names if n != "meta.json"] + ["meta.json"]:
-        os.replace(os.path.join(build_dir, name), os.path.join(out_dir, name))
-    os.rmdir(build_dir)
+    os.makedirs(old)
+    new = sorted(os.listdir(build_dir))
+    aside = ["meta.json"] + sorted(set(shards_of(out_dir) + new) - {"meta.json"})  # meta.json first: then no set
+    try:
+        for name in aside:
+            if os.path.lexists(os.path.join(out_dir, name)):
+                os.replace(os.path.join(out_dir, name), os.path.join(old, name))
+        for name in [n for n in new if n != "meta.json"] + ["meta.json"]:
+            os.replace(os.path.join(build_dir, name), os.path.join(out_dir, name))
+    except BaseException:  # an error or Ctrl-C mid-swap: the old set goes back now
+        settle_swap(old, out_dir)
+        raise
     shutil.rmtree(old)
 
 
-def remove_stale_builds(data_dir, name):
-    """Build directories of this set left by a prepare.py that died (their PID is gone)."""
-    for path in glob.glob(os.path.join(glob.escape(data_dir), f".{glob.escape(name)}.new-*")):
-        pid = path.rsplit("-", 1)[1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+def settle_swap(old, out_dir):
+    """Finish a swap that stopped (old: its data/.<name>.old-PID). With a meta.json under the name, that set is
+    whole and the old files go; else the new files moved in go and the old ones move back, meta.json last.
+    Returns what it did."""
+    if os.path.exists(os.path.join(out_dir, "meta.json")):
+        shutil.rmtree(old)
+        return f"{out_dir} holds a whole set, removed {old}"
+    head, _, pid = old.rpartition(".old-")
+    build = f"{head}.new-{pid}"
+    saved = set(os.listdir(old))
+    for name in shards_of(build):  # moved in from the build before the stop, over nothing of the old set's
+        if name not in saved and not os.path.exists(os.path.join(build, name)) \
+                and os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
+    for name in sorted(saved - {"meta.json"}) + ["meta.json"] * ("meta.json" in saved):
+        os.replace(os.path.join(old, name), os.path.join(out_dir, name))
+    os.rmdir(old)
+    return f"put the old set back into {out_dir}"
+
+
+def settle_left_over(data_dir, name, out_dir):
+    """What a prepare.py of this set that died left (its PID is gone): a half-done swap, settled and said so,
+    then its build directory."""
+    for kind in ("old", "new"):  # the swaps first: settle_swap reads the build's meta.json
+        for entry in sorted(os.listdir(data_dir)):
+            found = re.fullmatch(rf"\.{re.escape(name)}\.{kind}-(\d+)", entry)
+            if not found or (int(found[1]) != os.getpid() and pid_alive(int(found[1]))):  # ours: a reused PID
+                continue
+            path = os.path.join(data_dir, entry)
+            if kind == "old":
+                print(f"a prepare.py (process {found[1]}) stopped while swapping in a new set: "
+                      f"{settle_swap(path, out_dir)}")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 # -----------------------------------------------------------------------------
@@ -268,7 +329,7 @@ def tokenize_text(cfg, out_dir, sources, final_dir=None):
     final_dir = final_dir or out_dir
     writers = {split: ShardWriter(out_dir, split, cfg["shard_size"]) for split in ("train", "val")}
     docs = {"train": 0, "val": 0}
-    f, i, empty = cfg["val_fraction"], 0, 0
+    f, i, empty, texts = cfg["val_fraction"], 0, 0, {"train": 0, "val": 0}
     ds, source = open_source(cfg, sources, final_dir)
     try:
         if cfg["max_docs"]:
@@ -282,6 +343,7 @@ def tokenize_text(cfg, out_dir, sources, final_dir=None):
                 for ids, has_text in encoded:
                     empty += not has_text
                     split = "val" if math.ceil((i + 1) * f) > math.ceil(i * f) else "train"
+                    texts[split] += has_text
                     parts[split].append(ids)
                     docs[split] += 1
                     i += 1
@@ -296,6 +358,11 @@ def tokenize_text(cfg, out_dir, sources, final_dir=None):
     if i - empty < 2 or not docs["train"]:  # empty documents stay (the corpus as it is), but are no set alone
         raise SystemExit(f"{cfg['dataset']} gave {i} document(s), {i - empty} with text: need at least 2, val takes "
                          "the first")
+    for split in ("train", "val"):  # a split of empty documents alone is no set either
+        if not texts[split]:
+            raise SystemExit(f"the {split} split's {docs[split]} document(s) of {cfg['dataset']} are all empty (val "
+                             f"takes a {f:g} share of the documents, the first too): give more documents with text, "
+                             "or another --val_fraction")
     shards = {**writers["train"].close(), **writers["val"].close()}
     described = cfg["input"] if cfg["dataset"] in ("text", "stdlib") else source  # not a list of maybe many files
     if cfg["tokenizer"] == "bytes":
@@ -339,16 +406,29 @@ def make_recall(cfg, out_dir):
 # -----------------------------------------------------------------------------
 
 def prepare(**overrides):
-    """Prepare data_dir/name (see the settings above); returns its meta.json as a dict."""
+    """Prepare data_dir/name (see the settings above); returns its meta.json as a dict. One prepare.py at a time
+    per set: data_dir/name/LOCK names it, a second stops with one line."""
     cfg = resolve(overrides)
     out_dir = os.path.join(cfg["data_dir"], cfg["name"] or cfg["dataset"])
+    sources = check_recall(cfg) if cfg["dataset"] == "recall" else sources_of(cfg)  # errors before anything is removed
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SystemExit(f"{out_dir} is a file, not a dataset directory: move it, or choose another --name")
+    made = not os.path.exists(out_dir)
+    lock = lock_dir(out_dir, "prepare.py")
+    try:
+        settle_left_over(os.path.dirname(os.path.abspath(out_dir)), os.path.basename(out_dir), out_dir)
+        return prepare_locked(cfg, out_dir, sources)
+    finally:
+        unlock_dir(lock)
+        if made and not os.listdir(out_dir):  # made for the lock alone: nothing came of it
+            os.rmdir(out_dir)
+
+
+def prepare_locked(cfg, out_dir, sources):
     meta_path = os.path.join(out_dir, "meta.json")
     is_recall = cfg["dataset"] == "recall"
     settings = {k: cfg[k] for k in (RECALL_SETTINGS if is_recall else TEXT_SETTINGS)}
     settings["dataset"] = cfg["dataset"]
-    sources = check_recall(cfg) if is_recall else sources_of(cfg)  # errors come before anything is removed
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise SystemExit(f"{out_dir} is a file, not a dataset directory: move it, or choose another --name")
     if os.path.exists(meta_path) and not cfg["force"]:
         try:
             with open(meta_path, encoding="utf-8") as fp:
@@ -368,9 +448,9 @@ def prepare(**overrides):
         gpt2_encoding()  # fetched if need be, before anything is removed
     # built beside the old set, which stays as it was until the new one is complete
     parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    remove_stale_builds(parent, os.path.basename(out_dir))
     build = os.path.join(parent, f".{os.path.basename(out_dir)}.new-{os.getpid()}")
+    need = 2 * (cfg["n_train"] + cfg["n_val"]) * cfg["n_seg"] * cfg["seg_len"] if is_recall else 0  # text: unknown
+    check_disk(parent, need, f"the {cfg['dataset']} set")
     shutil.rmtree(build, ignore_errors=True)
     os.makedirs(build)
     try:
@@ -382,6 +462,11 @@ def prepare(**overrides):
         meta["fingerprint"] = fingerprint(build, meta["shards"])
         write_atomic(os.path.join(build, "meta.json"), lambda f: json.dump(meta, f, indent=1))
         swap_in(build, out_dir)  # the new meta.json last: it marks the directory complete
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        built = sum(os.path.getsize(os.path.join(build, n)) for n in os.listdir(build)) if os.path.isdir(build) else 0
+        raise SystemExit(f"{cannot_write(build, e, need, more_than=built)}; {out_dir} is as it was") from None
     finally:
         shutil.rmtree(build, ignore_errors=True)  # never leave shards that look usable
     print(f"wrote {out_dir}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens "

@@ -25,7 +25,7 @@ import sys
 import time
 
 from common import machine, run_jobs, write_atomic
-from configurator import at_least, check, configure, ints_at_least, writable_dir
+from configurator import at_least, check, configure, seeds_ok, writable_dir
 
 out_dir = "probe_out"
 seeds = (1337, 1, 2, 3, 4, 5)  # training seeds
@@ -40,7 +40,7 @@ QUICK_TRAIN = ["--stage_iters=10", "--eval_interval=20", "--warmup_iters=5", "--
 config = configure(globals(), quick=dict(out_dir="probe_out/quick", seeds=(1337, 1), max_iters=40, eval_samples=50,
                                          long_samples=8))
 check(config, {
-    "seeds": (ints_at_least(0), "a tuple of training seeds >= 0, like (1337, 1, 2)"),
+    "seeds": (seeds_ok, ""),
     **{k: (at_least(1), "must be >= 1") for k in ("procs", "max_iters", "eval_samples", "long_samples")},
     "variant": (lambda v: all(a.startswith("--") for a in shlex.split(v)), "train.py settings as --key=value ..."),
     "out_dir": (writable_dir("output directory"), ""),

@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from common import HERE, machine, run_jobs, write_atomic
-from configurator import configure
+from configurator import at_least, check, configure, seeds_ok, writable_dir
 
 out_dir = "report_out"
 quick = False            # tiny runs: checks that every part runs (a bare --quick works too)
@@ -38,8 +38,12 @@ procs = 2                # processes at a time, one thread each
 eval_samples = 1000      # recall: val samples per distance table; text: val samples (800 for stdlib)
 # tiny runs, beside the real report, never over it
 config = configure(globals(), quick=dict(out_dir="report_out/quick", seeds=(1337,)))
-if procs < 1 or not seeds:
-    raise SystemExit(f"need procs >= 1 and at least one seed, got procs={procs}, seeds={seeds}")
+check(config, {  # every setting, before the hour of work
+    "out_dir": (writable_dir("output directory"), ""),
+    "seeds": (seeds_ok, ""),
+    "procs": (at_least(1), "must be >= 1"),
+    "eval_samples": (at_least(1), "must be >= 1"),
+})
 
 # the peer (lucidrains' recurrent-memory-transformer-pytorch 0.7.0, 8 memory tokens), median of 3 seeds on
 # capacity.py's bench (1, 2, 4, 8, 16 facts), measured 2026-12-02; its code and samples have not changed since

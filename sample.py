@@ -33,6 +33,7 @@ token: the whole document is in memory and none of it is left in the prompt. The
 read, edit (--clear_ltm, --drop_snapshot), save, show, then every sample starts from that memory.
 --ltm holds for all of them: a memory read with --ltm=8 keeps up to 8 snapshots, and loads with --ltm=8.
 """
+import math
 import os
 import sys
 
@@ -41,7 +42,7 @@ from tqdm import tqdm
 
 from attention_map import MapStream, plot, table, write_csv
 from common import autocast
-from configurator import at_least, check, configure, device_ok, dtype_ok, writable_file
+from configurator import at_least, check, configure, device_ok, dtype_ok, seed_ok, writable_file
 from evaluate import warn_if_memory_never_read
 from memory import Memory
 from model import GPT
@@ -80,7 +81,11 @@ check(config, {
     "ltm": (lambda v: v is None or (type(v) is int and v >= 0), "the LTM snapshots to keep, an int >= 0"),
     "mem_len": (lambda v: v is None or (type(v) is int and v >= 1), "memory slots, an int >= 1 (or None)"),
     "seg_len": (lambda v: v is None or (type(v) is int and v >= 1), "tokens per segment, an int >= 1 (or None)"),
-    "top_k": (lambda v: v is None or type(v) is int, "an int >= 1, or None for all"),
+    "top_k": (lambda v: v is None or (type(v) is int and v >= 1), "an int >= 1, or None for all (1 samples greedily)"),
+    "temperature": (lambda v: 0.01 <= v < math.inf, "must be >= 0.01 and finite (logits divided by less overflow: "
+                    "--top_k=1 samples greedily)"),
+    "max_new_tokens": (at_least(0), "must be >= 0"),
+    "seed": (seed_ok, ""),
     "drop_snapshot": (lambda v: v is None or type(v) is int, "a snapshot index like 0 or -1"),
     "device": (device_ok, ""),
     "dtype": (dtype_ok(device), ""),
@@ -208,10 +213,10 @@ if attention_map and num_samples < 1:
     raise SystemExit(f"--attention_map pictures the first sample: needs --num_samples >= 1, got {num_samples}")
 if attention_layers not in ("all", "mean"):
     raise SystemExit(f"--attention_layers={attention_layers!r}: all (a panel per layer) or mean (over layers)")
+if num_samples == 0 and "start" in _given:
+    raise SystemExit(f"--start is not used with --num_samples=0 (that only reads, edits, saves or shows the memory): "
+                     "give --num_samples >= 1 to generate from it")
 if num_samples > 0:  # checked before the (maybe long) reading
-    if temperature <= 0 or (top_k is not None and top_k < 1) or max_new_tokens < 0:
-        raise SystemExit(f"need --temperature > 0, --top_k >= 1 or None and --max_new_tokens >= 0, got "
-                         f"{temperature}, {top_k} and {max_new_tokens} (--top_k=1 samples greedily)")
     if start.startswith("FILE:"):
         path = start[len("FILE:"):]
         prompt_ids = tokenize(read_text(path, "prompt file"), f"prompt file {path}")
@@ -227,6 +232,9 @@ with torch.no_grad(), ctx:
             mem = Memory.load(load_memory, model, device, ltm)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(str(e)) from None
+        if mem.stm.size(0) != 1:  # every sample starts from it: one memory, not a batch
+            raise SystemExit(f"memory file {load_memory} holds a batch of {mem.stm.size(0)} memories, sample.py reads "
+                             "one: save it with sample.py --read=DOC --save_memory=FILE")
     if read:
         ids = tokenize(read_text(read, "document"), f"document {read}")
         if not ids:

@@ -28,8 +28,9 @@ from torch.distributed import (all_gather_object, all_reduce, barrier, broadcast
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import autocast, cosine_lr, lock_dir, optimizer_step, unlock_dir, write_atomic
-from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, writable_dir
+from common import (autocast, cannot_write, check_disk, check_memory, cosine_lr, lock_dir, optimizer_step,
+                    settle_new_logs, trim_log, unlock_dir, write_atomic)
+from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
 from evaluate import read_samples, recall_accuracy, segment_loss_sums
 from model import GPT, GPTConfig
@@ -94,17 +95,20 @@ check(config, {
     **{k: COUNT for k in ("n_seg", "stage_iters", "max_iters", "warmup_iters", "lr_decay_iters", "bptt", "block_size",
                           "threads")},
     "curriculum": (ints_at_least(1, empty=True), "the n_seg of the stages before, a tuple of ints >= 1 like (1, 2)"),
-    "learning_rate": (lambda v: v > 0, "must be > 0"),
+    "learning_rate": (lambda v: 0 < v < math.inf, "must be > 0 and finite"),
     "min_lr": (lambda v: 0 <= v <= learning_rate, f"must be >= 0 and <= learning_rate ({learning_rate})"),
     "lr_decay_iters": (lambda v: not decay_lr or v >= warmup_iters,
                        f"must be >= warmup_iters ({warmup_iters}): the cosine decay follows the warmup"),
-    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
+    "weight_decay": COUNT,
     "beta1": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "beta2": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "grad_clip": (lambda v: v >= 0, "must be >= 0 (0 = no clipping): a negative norm would step uphill"),
+    "grad_clip": (at_least(0), "must be >= 0 (0 = no clipping): a negative norm would step uphill"),
     "dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "dataset": (lambda v: v and v.strip() == v, "a dataset name under data/, e.g. recall"),
     "init_from": (lambda v: bool(v), "scratch, resume, gpt2* or a local HF directory"),
+    "overwrite": (lambda v: not (v and init_from == "resume"), "--init_from=resume continues the run in out_dir, "
+                  "--overwrite=True replaces it with a new one: choose one"),
+    "seed": (seed_ok, ""),
     "device": (device_ok, ""),
     "dtype": (dtype_ok(device), ""),
     "out_dir": (writable_dir("output directory"), ""),
@@ -134,6 +138,11 @@ data_dir = os.path.join("data", dataset)
 # out_dir: a new run never replaces a run it did not make, unless told to (--overwrite=True)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 log_path = os.path.join(out_dir, "log.jsonl")
+# a run that replaces another logs beside it until its first checkpoint replaces the old one (if it saves none, the old
+# run stays as it was); the checkpoint names the run, so a kill between the two renames is settled by the next run
+run_id = os.urandom(6).hex()
+new_log = f"{log_path}.{run_id}.new"
+replacing = overwrite and (os.path.exists(ckpt_path) or os.path.exists(log_path))
 if os.path.lexists(ckpt_path) and not os.path.isfile(ckpt_path):
     raise SystemExit(f"{ckpt_path} is not a file (a directory?): move it away, or choose another --out_dir")
 if init_from != "resume" and not overwrite and (os.path.exists(ckpt_path) or os.path.exists(log_path)):
@@ -141,7 +150,7 @@ if init_from != "resume" and not overwrite and (os.path.exists(ckpt_path) or os.
                      "--init_from=resume, choose another --out_dir, or replace it with --overwrite=True")
 try:
     meta = load_meta(data_dir)
-    train_data, val_data = open_split(data_dir, meta, "train"), open_split(data_dir, meta, "val")
+    train_data, val_data = open_split(data_dir, meta, "train"), open_split(data_dir, meta, "val", check_ids=True)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 recall = meta["tokenizer"] == "recall"
@@ -153,10 +162,13 @@ ckpt = None
 torch.manual_seed(seed + rank)  # the initial weights (DDP copies rank 0's to all), then dropout
 try:
     if init_from == "scratch":  # vocab padded up to a multiple of 64, which is faster
-        model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or seg_len,
-                              bias=bias, vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
-                              ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn,
-                              write_rule=write_rule))
+        gptconf = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or seg_len,
+                            bias=bias, vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
+                            ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn,
+                            write_rule=write_rule)
+        with torch.device("meta"):  # its shape alone first: a model too large for memory stops before it is made
+            check_memory(GPT(gptconf), batch_size, device)
+        model = GPT(gptconf)
     elif init_from == "resume":
         model, ckpt = GPT.from_checkpoint(ckpt_path, device)
     else:  # pretrained GPT-2 with the memory added on top
@@ -164,6 +176,7 @@ try:
                                     dual_ffn=dual_ffn, write_rule=write_rule)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
+check_memory(model, batch_size, device)  # a loaded model: its optimizer and attention still to come
 model_args = asdict(model.config)
 if ckpt is not None and differs(ckpt["meta"], meta):
     trained_on = ckpt.get("config", {}).get("dataset", "?")
@@ -227,10 +240,11 @@ lock = lock_dir(out_dir) if master else None
 if master:
     for tmp in glob.glob(glob.escape(ckpt_path) + ".*tmp"):
         os.remove(tmp)  # left by a run killed while saving (the lock says none is saving now)
-    if init_from != "resume" and overwrite:  # told to: the old run goes, so the log is this run's alone
-        for old in (ckpt_path, log_path):
-            if os.path.exists(old):
-                os.remove(old)
+    settle_new_logs(log_path, ckpt_path)
+    if ckpt is not None:  # the log as far as the checkpoint: what a killed run logged after its last save goes
+        trim_log(log_path, ckpt["iter_num"])
+    if not eval_only:  # before the work: a checkpoint is the weights and AdamW's two moments, fp32
+        check_disk(ckpt_path, 12 * sum(p.numel() for p in model.parameters()), "the checkpoint")
 model.to(device)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
@@ -269,7 +283,10 @@ def stage_of(it):
 
 def get_batch(rng, shards, n, segs):
     """n samples of segs segments: (x, y) on the device. Recall: whole samples cut to segs segments."""
-    rows = sample_batch(shards, rng, n, segs * seg_len, meta["sample_len"] if recall else 0)
+    try:  # a token id beyond the vocabulary (a damaged shard) stops here, not as an IndexError in the model
+        rows = sample_batch(shards, rng, n, segs * seg_len, meta["sample_len"] if recall else 0, meta["vocab_size"])
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     x, y = (torch.from_numpy(a) for a in inputs_targets(rows, meta, answer_loss))
     if device_type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
@@ -325,18 +342,31 @@ def save_checkpoint():
     state = {"model": raw_model.state_dict(), "model_args": model_args, "optimizer": optimizer.state_dict(),
              "scaler": scaler.state_dict(), "iter_num": iter_num, "best_val_loss": best_val_loss,
              "config": config, "meta": meta, "rng": rng, "stage": stage_of(iter_num),
-             "n_seg": stages[stage_of(iter_num)]}
+             "n_seg": stages[stage_of(iter_num)], "run": run_id}
     os.makedirs(out_dir, exist_ok=True)
     write_atomic(ckpt_path, lambda f: torch.save(state, f), binary=True)
+    global replacing
+    if replacing:  # the new run has a checkpoint: its log replaces the old run's
+        os.replace(new_log, log_path)
+        replacing = False
 
 
 no_targets = False
 
 
+def kept_note():
+    """What a run that ends early leaves: a replacing run that saved nothing drops its log, the old run stays."""
+    if replacing:
+        if master and os.path.exists(new_log):
+            os.remove(new_log)
+        return f"nothing saved: the run {out_dir} held is kept as it was"
+    return f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint saved"
+
+
 def stop_unless_finite(loss, what):
     if not math.isfinite(loss):
         bar.close()
-        kept = f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint saved"
+        kept = kept_note()
         if no_targets and what == "val loss":
             raise SystemExit(f"iter {iter_num}: the {eval_iters} val batches of {batch_size} samples hold no target to "
                              f"score (answer_loss: no question in their first {stages[stage_of(max(iter_num - 1, 0))]} "
@@ -361,8 +391,11 @@ def log_eval(train_loss, tokens_per_s):
                + (f", every segment read alone (memory reset) {record['val_loss_by_segment_reset']} (gain "
                   f"{record['memory_gain_by_segment']})" if "memory_gain_by_segment" in record else "")
                + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
-    with open(log_path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(new_log if replacing else log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:  # a full disk: one line, the checkpoint as it was
+        raise SystemExit(cannot_write(log_path, e)) from None
     return record["val_loss"]
 
 
@@ -370,8 +403,12 @@ t_start = time.time()
 if eval_only:
     if master:
         log_eval(None, 0)
+        if replacing:
+            print(kept_note())
         unlock_dir(lock)
     raise SystemExit(0)
+if master and iter_num >= max_iters and init_from == "resume":
+    print(f"{ckpt_path} is at iteration {iter_num}, max_iters={max_iters}: nothing to train (raise --max_iters)")
 if master:  # before the bar starts, on a line of its own
     n_params = raw_model.get_num_params()
     print(f"{n_params / 1e6:.2f}M parameters; curriculum n_seg {stages} x {stage_iters} iterations; "
@@ -424,6 +461,8 @@ while True:
     bar.update(1)
 bar.close()
 if master:
+    if replacing:  # max_iters=0: nothing saved
+        print(kept_note())
     unlock_dir(lock)
 if ddp:
     barrier()  # tearing down while rank 0 still writes the checkpoint aborts the process in gloo (~5% of runs)

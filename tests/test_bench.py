@@ -112,13 +112,28 @@ def test_stream_copy_is_a_snapshot(mem_len):
 @pytest.mark.parametrize("arg, message", [("--shapes=gpt3", "unknown shape"),
                                           ("--seg_len=512", "seg_len <= block_size"),
                                           ("--lengths=(0, 64)", "must be >= 1"),
-                                          ("--ltms=(0, 1)", "unknown setting 'ltms'")])
+                                          ("--ltms=(0, 1)", "unknown setting 'ltms'"),
+                                          ("--seed=-1", "--seed=-1: a seed, an int from 0 to 2\\*\\*63 - 1")])
 def test_bad_input_stops_before_work(monkeypatch, tmp_path, arg, message):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["bench.py", "--quick", arg])
     with pytest.raises(SystemExit, match=message):
         runpy.run_path(BENCH, run_name="__main__")
     assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_a_full_disk_stops_before_the_run(monkeypatch, tmp_path):
+    """Its results are written at the end: a disk without room for them stops the run before it starts."""
+    import shutil
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--quick"])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(BENCH, run_name="__main__")
+    assert str(e.value) == ("bench.py's results needs about 1,048,576 bytes at bench_out/quick, its disk has 1,000 "
+                            "free: free space, or write elsewhere")
+    assert not os.listdir(tmp_path)
 
 
 @pytest.mark.parametrize("args, pointer", [

@@ -50,7 +50,10 @@ def test_capacity_without_the_peer(tmp_path):
                                           ("--batch_size=0", "--batch_size=0: must be >= 1"),
                                           ("--device=tpu", "--device=tpu: choose cpu or cuda"),
                                           ("--layouts=('random',)", "--layouts=('random',): a tuple of clustered"),
-                                          ("--seeds=()", "--seeds=(): training seeds")])
+                                          ("--seeds=()", "--seeds=(): seeds, a tuple of at least one int"),
+                                          # 1e999 reads as inf: it trained to nan and wrote tables of chance
+                                          ("--learning_rate=1e999", "--learning_rate=inf: must be in (0, 1]"),
+                                          ("--n_values=1", "--n_values=1: must be >= 2")])
 def test_bad_settings_stop_before_work(tmp_path, arg, message):
     proc = subprocess.run([sys.executable, CAPACITY, "--quick", arg], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)

@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, writable_dir, writable_file
+from configurator import (at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, seeds_ok,
+                          writable_dir, writable_file)
 
 
 def one_line(e):
@@ -83,3 +84,24 @@ def test_quick_preset_comes_first_and_a_bare_flag_is_true():
     with pytest.raises(SystemExit) as e:
         configure(dict(n=8), ["--n"])  # a bare flag of a setting that is not a bool
     assert one_line(e) == "--n: write settings as --key=value"
+
+
+def test_every_refusal_gives_its_reason(tmp_path):
+    """An empty path, an infinite number (1e999) and a seed numpy or torch would refuse each stop with a reason;
+    a config file that calls exit() stops too, not silently with nothing made."""
+    with pytest.raises(SystemExit) as e:
+        check({"out_dir": ""}, {"out_dir": (writable_dir("output directory"), "")})
+    assert one_line(e) == "--out_dir='': an empty path: name the output directory"
+    assert not at_least(0)(float("inf")) and not at_least(0)(float("nan")) and at_least(0)(1e300)
+    for bad in (-1, 2**64, 1.5, True):
+        with pytest.raises(SystemExit, match="a seed, an int from 0 to 2\\*\\*63 - 1"):
+            check({"seed": bad}, {"seed": (seed_ok, "")})
+    check({"seed": 2**63 - 1, "seeds": (0, 1)}, {"seed": (seed_ok, ""), "seeds": (seeds_ok, "")})
+    with pytest.raises(SystemExit, match="--seeds=\\(1, -1\\): seeds, a tuple"):
+        check({"seeds": (1, -1)}, {"seeds": (seeds_ok, "")})
+    for code in ("0", "None", "'bye'"):
+        conf = tmp_path / "exits.py"
+        conf.write_text(f"n_layer = 2\nraise SystemExit({code})\n")
+        with pytest.raises(SystemExit) as e:
+            configure({"n_layer": 1}, [str(conf)])
+        assert one_line(e).startswith(f"config file {conf} calls exit(") and e.value.code != 0

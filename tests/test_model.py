@@ -4,6 +4,7 @@ memory carries information across segments; streaming equals the batched forward
 reach every memory parameter through time; the memory state is bounded, constant-size and
 survives save/load bit-exactly.
 """
+import json
 import os
 
 import pytest
@@ -70,6 +71,33 @@ def test_from_pretrained_with_memory_copies_ffn(hf_dir):
     # within one segment and with the memory at m_0 the model is still a (memory-reading) GPT-2: it runs
     logits, _, mem = model(torch.randint(0, 101, (1, 40)))
     assert logits.shape == (1, 40, 101) and mem.n_seg == 2
+
+
+def test_a_bad_hf_directory_is_named_in_one_line(hf_dir, tmp_path):
+    """A config.json that is missing, not JSON, not GPT-2's, or weights of another shape: a ValueError (train.py
+    and sample.py print it as one line) naming the file, not a bare JSON error or an assert."""
+    import shutil
+    path, _ = hf_dir
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    for text, expect in (("", "config.json is not a GPT-2 config (JSONDecodeError: Expecting value"),
+                         ("[1, 2]", "config.json is not a GPT-2 config (AttributeError"),
+                         ('{"n_layer": 2}', "config.json is not a GPT-2 config (KeyError: 'n_head')"),
+                         ('{"activation_function": "relu"}', "activation_function 'relu', not GPT-2's gelu_new"),
+                         (None, "config.json is not a GPT-2 config (FileNotFoundError")):
+        if text is None:
+            (bad / "config.json").unlink()
+        else:
+            (bad / "config.json").write_text(text)
+        with pytest.raises(ValueError) as e:
+            GPT.from_pretrained(str(bad))
+        assert str(e.value).startswith(f"{bad}/config.json is not a GPT-2 config") and expect in str(e.value)
+        assert "\n" not in str(e.value)
+    config = json.loads((path / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "n_embd": 32}))
+    with pytest.raises(ValueError, match=r"^transformer\.\S+: \(\d+,.*\) in .*/model.safetensors, \(\d+,.*\) in its "
+                                         r"config.json$"):
+        GPT.from_pretrained(str(bad))
 
 
 def test_plain_gpt_rejects_long_input():

@@ -4,6 +4,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -315,11 +317,13 @@ def test_rerun_resumes_or_redoes(tmp_path, capsys):
     with pytest.raises(SystemExit):  # invalid settings stop before the old data is removed
         prepare.prepare(**{**kw, "n_facts": 9, "force": True})
     assert shard.stat().st_mtime_ns == mtime and (tmp_path / "recall" / "meta.json").exists()
-    (tmp_path / "recall" / "train_009.bin").write_bytes(b"stale")
-    (tmp_path / "recall" / "val_000.bin.tmp").write_bytes(b"stale")
+    assert "train_001.bin" in prepare.prepare(**{**kw, "shard_size": 128 * 60, "force": True})["shards"]
+    mine = ("train_notes.bin.txt", "val_split.bin.orig", "train_000.bin.bak", "meta.json.orig")
+    for name in mine:  # the user's files, named like prepare.py's: --force replaces only what its meta.json lists
+        (tmp_path / "recall" / name).write_text("the user's")
     meta = prepare.prepare(**{**kw, "seed": 7, "force": True})
-    assert sorted(os.listdir(tmp_path / "recall")) == ["meta.json", "train_000.bin", "val_000.bin"]
-    assert meta["settings"]["seed"] == 7
+    assert sorted(os.listdir(tmp_path / "recall")) == sorted(["meta.json", "train_000.bin", "val_000.bin", *mine])
+    assert meta["settings"]["seed"] == 7 and all((tmp_path / "recall" / n).read_text() == "the user's" for n in mine)
 
 
 def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
@@ -334,14 +338,15 @@ def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
     monkeypatch.setattr(recall, "samples", failing)
     with pytest.raises(KeyboardInterrupt):  # the first 16384 samples have filled 16 shards by then
         prepare.prepare(dataset="recall", data_dir=str(tmp_path), n_train=20_000, shard_size=128 * 1000)
-    assert not (tmp_path / "recall").exists()
-    # a crash that left files behind (no meta.json = unfinished) is cleaned by the next run
-    (tmp_path / "recall").mkdir()
-    (tmp_path / "recall" / "train_003.bin").write_bytes(b"x")
-    (tmp_path / "recall" / "train_004.bin.tmp").write_bytes(b"x")
+    assert not (tmp_path / "recall").exists() and os.listdir(tmp_path) == []
+    # a build directory left by a prepare.py that was killed (its PID gone) is removed by the next run
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f".recall.new-{dead.stdout.strip()}").mkdir()
+    (tmp_path / f".recall.new-{dead.stdout.strip()}" / "train_000.bin").write_bytes(b"x")
     monkeypatch.setattr(recall, "samples", real)
     meta = prepare.prepare(dataset="recall", data_dir=str(tmp_path), n_train=100, n_val=10)
     assert sorted(os.listdir(tmp_path / "recall")) == sorted(list(meta["shards"]) + ["meta.json"])
+    assert os.listdir(tmp_path) == ["recall"]
 
 
 @pytest.mark.parametrize("kw,expect", [
@@ -358,6 +363,14 @@ def test_interrupted_run_leaves_no_shards(tmp_path, monkeypatch):
     (dict(dataset="text", input="*.txt", tokenizer="chars"), "--tokenizer=chars: choose gpt2 or bytes"),
     (dict(dataset="recall", tokenizer="bytes"), "for a text set (recall has its own)"),
     (dict(dataset="stdlib", input="/nonexistent"), "matches no files"),
+    # out of range, or out of data_dir: refused before anything is written
+    (dict(dataset="recall", name="../x"), "--name=../x: a plain directory name, made under data_dir"),
+    (dict(dataset="recall", name=".hidden"), "--name=.hidden: a plain directory name"),
+    (dict(dataset="recall", n_train=0), "--n_train=0: must be >= 1"),
+    (dict(dataset="recall", n_val=0), "--n_val=0: must be >= 1"),
+    (dict(dataset="recall", seed=-1), "--seed=-1: a seed, an int from 0 to 2**63 - 1"),
+    (dict(dataset="text", input="*.txt", max_docs=-1), "--max_docs=-1: must be >= 0 (0 = all documents)"),
+    (dict(dataset="text", input="*.txt", val_fraction=1e999), "--val_fraction=inf: must be in [0, 1)"),
 ])
 def test_errors_are_one_line(tmp_path, kw, expect):
     with pytest.raises(SystemExit) as e:
@@ -461,3 +474,130 @@ def test_empty_bom_and_nul_files(tmp_path, capsys):
             prepare.prepare(dataset="text", input=str(tmp_path / "*.txt"), data_dir=str(tmp_path / "data"),
                             tokenizer="bytes", val_fraction=0.3)
         assert "meta.json is not readable JSON (JSONDecodeError): --force=True redoes the set" in one_line_exit(e)
+
+
+def test_a_set_is_prepared_only_where_it_can_be(tmp_path):
+    """A data_dir that is a file, or a place where nothing can be made (/proc; a read-only mount alike), stops with
+    one line before any work."""
+    (tmp_path / "afile").write_text("x")
+    for data_dir, expect in ((str(tmp_path / "afile"), "is a file, not a directory"),
+                             (str(tmp_path / "afile" / "data"), "is a file"),
+                             ("/proc/memogpt_data", "/proc")):
+        with pytest.raises(SystemExit) as e:
+            prepare.prepare(dataset="recall", data_dir=data_dir, n_train=100, n_val=10)
+        assert expect in one_line_exit(e)
+
+
+def test_a_split_of_empty_documents_alone_is_refused(tmp_path):
+    """val takes the first document: when that is the only one it takes and it is empty, the set is unusable."""
+    for name, text in (("a.txt", ""), ("b.txt", "doc b"), ("c.txt", "doc c")):
+        (tmp_path / name).write_text(text)
+    with pytest.raises(SystemExit) as e:
+        prepare.prepare(dataset="text", input=str(tmp_path / "*.txt"), data_dir=str(tmp_path / "data"),
+                        tokenizer="bytes", val_fraction=0.3)
+    assert one_line_exit(e).startswith("the val split's 1 document(s) of text are all empty (val takes a 0.3 share")
+    assert not (tmp_path / "data" / "text").exists()
+
+
+def test_one_prepare_at_a_time_per_set(tmp_path):
+    """Two prepare.py --force on one set at once would both say "wrote" and leave one: the second stops at the
+    lock, the first one's set untouched."""
+    kw = dict(dataset="recall", data_dir=str(tmp_path), n_train=100, n_val=10)
+    prepare.prepare(**kw)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "recall").iterdir()}
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "recall" / "LOCK").write_text(f"{sleeper.pid} {__import__('socket').gethostname()}\n")
+        with pytest.raises(SystemExit) as e:
+            prepare.prepare(**kw, seed=7, force=True)
+        assert one_line_exit(e).startswith(f"{tmp_path}/recall is in use by process {sleeper.pid}")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "recall").iterdir() if p.name != "LOCK"} == before
+    assert prepare.prepare(**kw, seed=7, force=True)["settings"]["seed"] == 7  # the dead one's lock: taken over
+
+
+def test_force_killed_at_any_moment_of_the_swap_loses_nothing(tmp_path, capsys):
+    """prepare.py --force killed (-9) at each rename of its swap leaves the new set whole under the name, or the old
+    one whole beside it (train.py says where); the next run puts the old set back, or removes it, and says so. The
+    user's file in the set's directory is never touched."""
+    kw = dict(dataset="recall", data_dir=str(tmp_path), n_train=100, n_val=10, shard_size=128 * 60)
+    prepare.prepare(**kw)  # 2 train shards; the new set below has 1
+    out = tmp_path / "recall"
+    (out / "notes.txt").write_text("the user's")
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    outcomes = set()
+    for k in range(1, 20):
+        pid = os.fork()
+        if pid == 0:  # the child: killed at its k-th rename into or out of the set's directory
+            try:
+                real, real_rmtree, n = os.replace, shutil.rmtree, [0]
+
+                def killed_at_k():
+                    n[0] += 1
+                    if n[0] == k:
+                        os._exit(9)
+
+                def replace(a, b):
+                    if str(out) in (os.path.dirname(str(a)), os.path.dirname(str(b))):
+                        killed_at_k()
+                    real(a, b)
+
+                def rmtree(path, *args, **kwargs):  # the old set's files, when the new set is in place
+                    if ".old-" in str(path):
+                        killed_at_k()
+                    real_rmtree(path, *args, **kwargs)
+
+                os.replace, shutil.rmtree = replace, rmtree
+                prepare.prepare(**{**kw, "seed": 7, "shard_size": 100_000_000, "force": True})
+            finally:
+                os._exit(0)
+        if os.waitpid(pid, 0)[1] == 0:
+            break  # the swap ran to its end
+        capsys.readouterr()
+        if not (out / "meta.json").exists():
+            with pytest.raises(FileNotFoundError, match=r"a prepare.py stopped while swapping in a new set, the old "
+                                                        rf"one is in {tmp_path}/\.recall\.old-{pid}; run prepare.py"):
+                __import__("data").load_meta(str(out))
+        try:  # the old set's settings: it is back, or the new set is whole
+            seed = prepare.prepare(**kw)["settings"]["seed"]
+        except SystemExit as e:
+            assert "was prepared with other settings (shard_size, seed)" in str(e)
+            seed = 7
+        said = capsys.readouterr().out
+        outcomes.add("removed" if "holds a whole set, removed" in said else "put back" if "put the old set back" in said
+                     else "none")
+        assert sorted(os.listdir(tmp_path)) == ["recall"] and (out / "notes.txt").read_text() == "the user's"
+        if seed == 7:
+            assert sorted(os.listdir(out)) == ["meta.json", "notes.txt", "train_000.bin", "val_000.bin"]
+            prepare.prepare(**kw, force=True)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+    assert k == 9 and outcomes == {"removed", "put back"}  # 8 kill points: 4 files aside, 3 in, the old ones removed
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_old_set(tmp_path, monkeypatch):
+    """The recall set's size is known: too little room stops before the work, naming the bytes; a disk that fills
+    while a set is built stops with one line, the build removed and the old set as it was."""
+    import errno
+    kw = dict(dataset="recall", data_dir=str(tmp_path), n_train=100, n_val=10)
+    prepare.prepare(**kw)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "recall").iterdir()}
+    real = shutil.disk_usage
+    with monkeypatch.context() as m, pytest.raises(SystemExit) as e:
+        m.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+        prepare.prepare(**kw, seed=7, force=True)
+    assert one_line_exit(e) == (f"the recall set needs about 28,160 bytes at {tmp_path}, its disk has 1,000 free: "
+                                "free space, or write elsewhere")
+
+    class FullDisk(prepare.ShardWriter):
+        def write(self, tokens):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prepare, "ShardWriter", FullDisk)
+    with pytest.raises(SystemExit) as e:
+        prepare.prepare(**kw, seed=7, force=True)
+    assert re.fullmatch(rf"cannot write {tmp_path}/\.recall\.new-\d+: the disk is full \([\d,]+ bytes free, 28,160 "
+                        rf"needed\): free space, or write elsewhere; {tmp_path}/recall is as it was", one_line_exit(e))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "recall").iterdir()} == before
+    assert os.listdir(tmp_path) == ["recall"]

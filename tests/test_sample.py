@@ -241,7 +241,7 @@ def test_clear_errors(out, tmp_path):
         ([f"--out_dir={tmp_path}/junk"], "junk/ckpt.pt was not loaded: it holds more than tensors and plain values"),
         ([f"--out_dir={out_dir}", f"--read={out_dir}/doc.txt", f"--save_memory={tmp_path}/nodir/mem.pt"],
          f"the directory {tmp_path}/nodir does not exist"),
-        ([f"--out_dir={out_dir}", "--max_new_tokens=-1"], "--max_new_tokens >= 0"),
+        ([f"--out_dir={out_dir}", "--max_new_tokens=-1"], "--max_new_tokens=-1: must be >= 0"),
         ([f"--out_dir={out_dir}", f"--start=FILE:{tmp_path}/missing.txt"], "missing.txt does not exist"),
         ([f"--out_dir={out_dir}", f"--start=FILE:{tmp_path}/binary.txt"], "binary.txt is not text"),
         ([f"--out_dir={out_dir}", "--start=hello"], "'hello' is not a recall token"),
@@ -250,7 +250,14 @@ def test_clear_errors(out, tmp_path):
         ([f"--out_dir={out_dir}", "--mem_len=8"], "a checkpoint keeps the memory it was trained with (only --ltm"),
         ([f"--out_dir={out_dir}", "--ltm=-1"], "--ltm=-1: the LTM snapshots to keep, an int >= 0"),
         ([f"--out_dir={plain}", "--ltm=4"], "--ltm: this model is a plain GPT"),
-        ([f"--out_dir={out_dir}", f"--start={PROMPT}", "--temperature=0"], "need --temperature > 0"),
+        ([f"--out_dir={out_dir}", f"--start={PROMPT}", "--temperature=0"], "--temperature=0.0: must be >= 0.01"),
+        # sampled, these would overflow or be refused by torch: stopped before the model loads
+        ([f"--out_dir={out_dir}", "--temperature=5e-324"], "--temperature=5e-324: must be >= 0.01 and finite"),
+        ([f"--out_dir={out_dir}", "--temperature=1e999"], "--temperature=inf: must be >= 0.01 and finite"),
+        ([f"--out_dir={out_dir}", "--top_k=0"], "--top_k=0: an int >= 1, or None for all"),
+        ([f"--out_dir={out_dir}", "--seed=-1"], "--seed=-1: a seed, an int from 0 to 2**63 - 1"),
+        ([f"--out_dir={out_dir}", f"--seed={2**64}"], "a seed, an int from 0 to 2**63 - 1"),
+        ([f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=0"], "--start is not used with --num_samples=0"),
         ([f"--out_dir={plain}", "--attention_map=attn.png"], "--attention_map: this model is a plain GPT"),
         ([f"--out_dir={out_dir}", "--attention_map=attn.jpg"], "--attention_map=attn.jpg: a .png path"),
         ([f"--out_dir={out_dir}", f"--attention_map={tmp_path}/nodir/attn.png"],
@@ -387,6 +394,9 @@ def test_nothing_written_over_what_sample_py_did_not_make(out, tmp_path):
     (lambda s: s.update(stm=s["stm"].double()), "it holds torch.float64, not float32, bfloat16 or float16"),
     (lambda s: s.update(segs=[99, -5]), "snapshot segments [99, -5] are not increasing segments of the 4 read"),
     (lambda s: s.update(n_seg="4"), "its segment count '4' or snapshot segments [2, 3] do not fit its snapshots"),
+    # finite, but attention would make NaN of it
+    (lambda s: s["ltm"][0].fill_(1e30), "it holds values beyond 10000 in magnitude, which attention would turn into "
+                                        "NaN"),
 ])
 def test_a_damaged_memory_file_is_refused(out, tmp_path, edit, message):
     out_dir, model, doc = out
@@ -406,3 +416,15 @@ def test_attention_map_py_is_a_library(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "attention_map.py"), "--foo=1"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("attention_map.py is a library") and r.stderr.count("\n") == 1
+
+
+def test_a_memory_file_of_a_batch_is_refused_where_one_is_read(out, tmp_path):
+    """A memory of 3 documents at once passes Memory.load (a batch is a memory too), but sample.py starts every
+    sample from one: it stops with one line, not in the sampling."""
+    out_dir, model, _ = out
+    model.empty_memory(3).save(tmp_path / "batch.pt", model)
+    assert Memory.load(tmp_path / "batch.pt", model).stm.size(0) == 3
+    with pytest.raises(SystemExit) as e:
+        run(f"--out_dir={out_dir}", f"--load_memory={tmp_path}/batch.pt", f"--start={PROMPT}", "--num_samples=1")
+    assert str(e.value) == (f"memory file {tmp_path}/batch.pt holds a batch of 3 memories, sample.py reads one: save "
+                            "it with sample.py --read=DOC --save_memory=FILE")

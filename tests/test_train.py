@@ -486,3 +486,116 @@ def test_a_split_too_short_for_a_sample_stops(tmp_path, monkeypatch):
         train_text(monkeypatch, "--dataset=text", "--seg_len=64", "--n_seg=2", "--out_dir=out")
     assert str(e.value).startswith("the train split of data/text holds 55 tokens, not one sample of 129 tokens")
     assert not os.path.exists("out")
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_saves(work, monkeypatch, capsys):
+    """--overwrite=True replaces a run only at the new run's first checkpoint: one that saves nothing (eval_only,
+    max_iters=0, a nan loss at its first evaluation) leaves the old checkpoint and log as they were and says so. A
+    replacing run killed before that save leaves a log beside them, which the next run removes; killed between the
+    checkpoint's rename and the log's, the next run finishes the swap (the checkpoint names its run)."""
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    old = {p.name: p.read_bytes() for p in (work.path / "out").iterdir()}
+    with pytest.raises(SystemExit, match="--init_from=resume continues the run in out_dir, --overwrite=True replaces"):
+        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--overwrite=True")
+    for args in (["--eval_only=True"], ["--max_iters=0"]):
+        capsys.readouterr()
+        try:
+            train(monkeypatch, "--out_dir=out", "--overwrite=True", *args)
+        except SystemExit as e:
+            assert e.code == 0
+        assert "nothing saved: the run out held is kept as it was" in capsys.readouterr().out
+        assert {p.name: p.read_bytes() for p in (work.path / "out").iterdir()} == old
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--out_dir=out", "--overwrite=True", "--max_iters=6", "--eval_interval=1",
+              "--learning_rate=1e30", "--warmup_iters=0", "--grad_clip=0.0")
+    assert "nothing saved: the run out held is kept as it was" in str(e.value) and "\n" not in str(e.value)
+    assert {p.name: p.read_bytes() for p in (work.path / "out").iterdir() if p.name != "LOCK"} == old  # LOCK: atexit
+    (work.path / "out" / "log.jsonl.0123456789ab.new").write_text('{"iter": 0}\n')  # killed before its first save
+    train(monkeypatch, "--out_dir=out", "--init_from=resume", "--max_iters=4", "--eval_interval=2")
+    assert sorted(os.listdir("out")) == ["ckpt.pt", "log.jsonl"]
+    assert [r["iter"] for r in log("out/log.jsonl")] == [0, 2, 4]
+    run = load("out/ckpt.pt")["run"]  # killed after its checkpoint's rename, before its log's
+    (work.path / "out" / f"log.jsonl.{run}.new").write_text('{"iter": 0, "mine": 1}\n{"iter": 4, "mine": 1}\n')
+    with pytest.raises(SystemExit):
+        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--eval_only=True")
+    assert [r.get("mine") for r in log("out/log.jsonl")] == [1, 1, None] and len(os.listdir("out")) == 2
+
+
+def test_the_log_agrees_with_the_checkpoint_after_a_kill(work, monkeypatch, capsys):
+    """A run killed after an evaluation and before its save (or mid-line) logged what its resume logs again: the
+    resume keeps the records up to the checkpoint's iteration, so none repeats. A resume with nothing left to train
+    says so."""
+    train(monkeypatch, "--max_iters=4", "--eval_interval=2", "--out_dir=out")
+    with open("out/log.jsonl", "a") as f:
+        f.write(json.dumps({**log("out/log.jsonl")[-1], "iter": 6}) + '\n{"iter": 8, "val_lo')
+    train(monkeypatch, "--max_iters=8", "--eval_interval=2", "--out_dir=out", "--init_from=resume")
+    assert [r["iter"] for r in log("out/log.jsonl")] == [0, 2, 4, 6, 8]
+    capsys.readouterr()
+    train(monkeypatch, "--max_iters=8", "--out_dir=out", "--init_from=resume")
+    assert "out/ckpt.pt is at iteration 8, max_iters=8: nothing to train (raise --max_iters)" in capsys.readouterr().out
+    assert [r["iter"] for r in log("out/log.jsonl")] == [0, 2, 4, 6, 8]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--n_embd=1000000", "--n_head=1"], "this model needs at least "),
+    (["--mem_len=100000"], "GiB of attention scores per layer for a batch of 2), this machine's RAM has "),
+    (["--seed=-1"], "--seed=-1: a seed, an int from 0 to 2**63 - 1"),
+    ([f"--seed={2**64}"], f"--seed={2**64}: a seed, an int from 0 to 2**63 - 1"),
+    (["--learning_rate=1e999"], "--learning_rate=inf: must be > 0 and finite"),
+])
+def test_limits_are_checked_before_any_work(work, monkeypatch, args, message):
+    """A model too large for this machine's memory (its shape alone is built to count it) and a seed numpy or torch
+    would refuse stop with one line at once, before anything is made."""
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--out_dir=out", *args)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not os.path.exists("out")
+
+
+def test_token_ids_beyond_the_vocabulary_stop_with_one_line(work, monkeypatch):
+    """meta.json checks a shard's size only: an id the vocabulary lacks is caught in the val split when it is opened
+    (one pass: val is small), in the train split in the batch that draws it, naming the shard."""
+    d = work.path / "data" / "recall"
+    original = (d / "val_000.bin").read_bytes()
+    (d / "val_000.bin").write_bytes(np.full(len(original) // 2, 60000, dtype=np.uint16).tobytes())
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--max_iters=2", "--out_dir=out")
+    assert str(e.value).startswith(f"data/recall/val_000.bin holds token id 60000, beyond the vocabulary of "
+                                   f"{work.meta['vocab_size']} in meta.json: damaged, or another set's: remake the set")
+    (d / "val_000.bin").write_bytes(original)
+    (d / "train_000.bin").write_bytes(np.full(work.meta["shards"]["train_000.bin"], 60000, dtype=np.uint16).tobytes())
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--max_iters=2", "--out_dir=out")
+    assert re.fullmatch(r"\S+/data/recall/train_000.bin holds token id 60000, beyond the vocabulary of \d+ in "
+                        r"meta.json: damaged, or another set's: remake the set with python prepare.py "
+                        r"--dataset=recall --force=True \(and its other settings\)", str(e.value))
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_checkpoint(work, monkeypatch):
+    """Too little room for a checkpoint stops before training; a disk that fills during a save stops with one line
+    naming the path (torch.save's RuntimeError traced to its OSError), the last checkpoint kept."""
+    import errno
+    import shutil
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    good = (work.path / "out" / "ckpt.pt").read_bytes()
+    real = shutil.disk_usage
+    with monkeypatch.context() as m, pytest.raises(SystemExit) as e:
+        m.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+        train(monkeypatch, "--max_iters=4", "--eval_interval=2", "--out_dir=out", "--init_from=resume")
+    assert re.fullmatch(r"the checkpoint needs about [\d,]+ bytes at out/ckpt.pt, its disk has 1,000 free: free space, "
+                        r"or write elsewhere", str(e.value))
+
+    def full(obj, f):
+        f.write(b"x" * 100)
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--max_iters=4", "--eval_interval=2", "--out_dir=out", "--init_from=resume")
+    assert re.fullmatch(r"cannot write out/ckpt.pt: the disk is full \([\d,]+ bytes free, more than 100 needed\): free "
+                        r"space, or write elsewhere; out/ckpt.pt is as it was", str(e.value))
+    assert (work.path / "out" / "ckpt.pt").read_bytes() == good
+    assert sorted(os.listdir("out")) == ["LOCK", "ckpt.pt", "log.jsonl"]  # no temp file; the LOCK goes at exit
