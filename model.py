@@ -413,12 +413,14 @@ class GPT(nn.Module):
                              "by another version of model.py: train it again)") from None
         return model.to(device), ckpt
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, decay_embeddings=True):
         """AdamW; weight decay on matrices and embeddings (dim >= 2), not on biases and LayerNorm
-        gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        gains; decay_embeddings=False: not on the embeddings either (token, position, memory slots)."""
+        emb = lambda n: n.endswith(("wte.weight", "wpe.weight")) or n.startswith("mem_")
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        decay = lambda n, p: p.dim() >= 2 and (decay_embeddings or not emb(n))
+        groups = [{"params": [p for n, p in named if decay(n, p)], "weight_decay": weight_decay},
+                  {"params": [p for n, p in named if not decay(n, p)], "weight_decay": 0.0}]
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas,
                                  **(dict(fused=True) if fused else {}))

@@ -74,6 +74,7 @@ weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0          # 0 = no clipping
+decay_embeddings = True   # False: no weight decay on the embeddings (wte, wpe, the memory's slot embeddings)
 warmup_iters = 100
 lr_decay_iters = 5000    # ~max_iters, as in Chinchilla
 min_lr = 6e-5            # ~learning_rate / 10
@@ -246,7 +247,7 @@ if master:
     if not eval_only:  # before the work: a checkpoint is the weights and AdamW's two moments, fp32
         check_disk(ckpt_path, 12 * sum(p.numel() for p in model.parameters()), "the checkpoint")
 model.to(device)
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, decay_embeddings)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
 # batches come from one generator, the same on every process: each takes its share of the global
 # batch, so N processes draw the same samples as one process with N times the accumulation

@@ -229,6 +229,21 @@ def test_open_write_starts_open_and_writes_the_pooled_part(rule):
     torch.testing.assert_close(tiny(write_rule=rule)(tokens(3 * S))[2].stm, other(tokens(3 * S))[2].stm)
 
 
+def test_embeddings_left_undecayed_when_asked():
+    """decay_embeddings=False: the token, position and memory-slot embeddings join the biases and gains without
+    weight decay; the Linear weights keep it. The default decays every matrix, as nanoGPT does."""
+    model = tiny()
+    names = {id(p): n for n, p in model.named_parameters()}
+    for decay_embeddings in (True, False):
+        decayed, plain = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", decay_embeddings).param_groups
+        got = {names[id(p)] for p in decayed["params"]}
+        embeddings = {"transformer.wte.weight", "transformer.wpe.weight", "mem_init", "mem_read", "mem_write"}
+        assert embeddings <= got if decay_embeddings else not embeddings & got
+        assert "transformer.h.0.attn.c_attn.weight" in got and "transformer.ln_f.weight" not in got
+        assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+        assert len(decayed["params"]) + len(plain["params"]) == len(names)
+
+
 def test_shared_ffn_ablation_has_no_memory_ffn():
     model = tiny(dual_ffn=False)
     assert not any("mlp_mem" in n or "ln_2_mem" in n for n, _ in model.named_parameters())
