@@ -7,8 +7,7 @@ What a recall checkpoint's memory holds, and where the answer's gradient goes (w
    the other half, from the STM after each segment to the fact's value (chance 1/n_values), from all slots
    and from each slot alone. A fact the STM holds but the model does not answer is a reading failure; a
    fact it does not hold is a writing (or carrying) failure.
- - gates: each slot's keep from its bias alone (the content term, where the rule has one, moves it per
-   sample), and each layer's LTM age slopes per head.
+ - gates: each slot's keep per segment, and each layer's LTM age slopes per head.
  - gradient: on samples asked at distance >= ltm + 1 (beyond the LTM's reach), the norm of the answer
    loss's gradient with respect to the STM after each segment before the question, and to each snapshot
    the question's segment reads.
@@ -57,7 +56,7 @@ with torch.no_grad():
     for k in range(n_seg):
         _, _, mem = model(x[:, k * S:(k + 1) * S], mem=mem)
         stms.append(mem.stm)
-keep_bias = torch.sigmoid(model.mem_keep).tolist()  # each slot's keep without the content term
+keep = torch.sigmoid(model.mem_keep).tolist()  # each slot's keep per segment
 
 
 def readout(feats, labels, n_fit):
@@ -109,14 +108,14 @@ if len(far):
         grads[d] = [stm_by_seg[k].grad[sel].norm(dim=(1, 2)).mean().item() for k in range(d)]
 
 result = dict(ckpt=ckpt, n_samples=n, chance=1 / meta["settings"]["n_values"], readout_all_slots=read_all,
-              readout_by_slot=read_slot, keep_bias=keep_bias, ltm_age=model.ltm_age.tolist(),
+              readout_by_slot=read_slot, keep=keep, ltm_age=model.ltm_age.tolist(),
               answer_grad_norm_by_stm_segment=grads)
 print(f"{ckpt}: linear read-out of the fact's value from the STM after segment k (test accuracy, chance "
       f"{result['chance']:.3f})")
 print("| from | " + " | ".join(f"seg {k}" for k in range(n_seg)) + " |\n|---|" + "---|" * n_seg)
 print("| all slots | " + " | ".join(f"{a:.3f}" for a in read_all) + " |")
 for j, r in enumerate(read_slot):
-    print(f"| slot {j} (keep bias {keep_bias[j]:.2f}) | " + " | ".join(f"{a:.3f}" for a in r) + " |")
+    print(f"| slot {j} (keep {keep[j]:.2f}) | " + " | ".join(f"{a:.3f}" for a in r) + " |")
 print("LTM age slopes per layer (heads):", [[round(v, 2) for v in layer] for layer in result["ltm_age"]])
 print("answer's gradient norm w.r.t. the STM after segment k, by distance of the question:")
 for d, g in grads.items():

@@ -4,7 +4,8 @@ memoGPT: GPT-2 with implicit memory. What is different from GPT-2 (mem_len > 0):
 - the input is read segment by segment; each segment goes through the blocks as the rows
   [ R read slots | tokens | W write slots ], with the mask drawn in memory.py
 - the short-term memory (STM) is M vectors: R and W start from it, and after the segment
-  a learned gate per slot keeps it or takes W's final states (the write)
+  a learned gate per slot keeps it or takes the write (W's final states and the slot's part of
+  the segment); every slot starts open, and learns where to hold
 - the long-term memory (LTM) is a FIFO of the last K segments' W keys/values per layer:
   later segments attend to them (keys, never queries), told apart by a learned age bias
 - memory rows go through their own FFN (dual FFN); tokens through GPT-2's
@@ -126,10 +127,6 @@ class GPTConfig:
     ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
-    # how the STM is written (issue 40, being measured): "chrono" keep = sigmoid(content + per-slot bias), biases
-    # at timescales of 2..32 segments; "open": the write adds slot j's pooled part, keep = sigmoid(per-slot bias)
-    # starting at 0.12; "open_content": "open" plus a content term of what would be written, starting at zero
-    write_rule: str = "chrono"
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -140,8 +137,6 @@ class GPTConfig:
         if self.mem_len < 0 or self.ltm < 0:
             raise ValueError("mem_len (memory slots) and ltm (snapshots) must be >= 0 (0 = none), "
                              f"got mem_len={self.mem_len}, ltm={self.ltm}")
-        if self.write_rule not in ("chrono", "open", "open_content"):
-            raise ValueError(f"write_rule is chrono, open or open_content, got {self.write_rule!r}")
         if self.mem_len > 0 and not 0 < self.seg_len <= self.block_size:
             raise ValueError("need 0 < seg_len <= block_size, "
                              f"got {self.seg_len}, {self.block_size}")
@@ -169,8 +164,8 @@ class GPT(nn.Module):
             # the write is normalised, so the STM stays bounded over any number of segments;
             # its own LayerNorm leaves ln_f to the LM head
             self.ln_mem = LayerNorm(C, bias=config.bias)
-            self.mem_gate = nn.Linear(C, 1, bias=False)  # per slot: keep the STM, or take the write
-            self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot: its timescale
+            self.mem_gate = nn.Linear(C, 1, bias=False)  # the gate's content term: what the write holds
+            self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a
             # slope (not a table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -201,14 +196,13 @@ class GPT(nn.Module):
         for p in (self.mem_init, self.mem_read, self.mem_write):
             torch.nn.init.normal_(p, mean=0.0, std=scale)
         self.ln_mem.weight.fill_(scale)
-        # chrono init (Tallec & Ollivier, 2018): slot j keeps sigmoid(mem_keep[j]) per segment,
-        # a timescale 1 / (1 - keep) from 2 to 32 segments; slow slots give the gradient a path
-        # to older segments
+        # every slot starts open, keeping sigmoid(-2) = 0.12 of its STM per segment, whatever it
+        # reads: slots that kept most of it (timescales of 8-32 segments) let in too little of a
+        # segment for the reading to learn, and some seeds never learned (RESULTS.md, issue 40).
+        # The content term, from zero, learns where to hold: a slot can close on filler and open
+        # on a fact
         torch.nn.init.zeros_(self.mem_gate.weight)
-        timescale = torch.logspace(1, 5, self.config.mem_len, base=2)  # (M,) 2 .. 32 segments
-        self.mem_keep.copy_(torch.log(timescale - 1))
-        if self.config.write_rule != "chrono":
-            self.mem_keep.fill_(-2.0)  # every slot open: keeps 0.12 of its STM per segment
+        self.mem_keep.fill_(-2.0)
 
     def get_num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())
@@ -265,18 +259,14 @@ class GPT(nn.Module):
             kvs.append(kv)
         if write is not None:
             h = x[:, -M:]  # W's final states (B, M, C)
-            # GRU-like: each slot keeps its STM or takes the write, so a fact outlives segments of
-            # filler; both sides are bounded, and so is their mix
-            if self.config.write_rule == "chrono":
-                keep = torch.sigmoid(self.mem_gate(h) + self.mem_keep.view(M, 1))  # (B, M, 1)
-                stm = keep * mem.stm + (1 - keep) * self.ln_mem(h)
-            else:
-                new = part + self.ln_mem(h)
-                logit = self.mem_keep.view(M, 1)
-                if self.config.write_rule == "open_content":
-                    logit = logit + self.mem_gate(new)
-                keep = torch.sigmoid(logit)  # (M, 1) or (B, M, 1)
-                stm = keep * mem.stm + (1 - keep) * new
+            # the write is W's normalised final state plus slot j's part of the segment, as is: at
+            # init the blocks' random features drown the segment in h, and the part keeps a one-hop
+            # path from a token to the slot that the reading can learn from
+            new = part + self.ln_mem(h)  # (B, M, C)
+            # GRU-like: each slot keeps a share of its STM, by its bias and by what it would write,
+            # and takes the rest from the write; both sides are bounded, and so is their mix
+            keep = torch.sigmoid(self.mem_keep.view(M, 1) + self.mem_gate(new))  # (B, M, 1)
+            stm = keep * mem.stm + (1 - keep) * new
             # W's keys/values, per layer
             snapshot = torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])
             mem = mem.push(stm, snapshot, self.config.ltm if ltm_size is None else ltm_size)
@@ -404,23 +394,27 @@ class GPT(nn.Module):
         """A model saved by train.py (out_dir/ckpt.pt). Returns the model and the whole
         checkpoint dict."""
         ckpt = load_checkpoint(path, device)
-        model = cls(GPTConfig(**ckpt["model_args"]))
         try:  # torch.compile saves its parameters under an _orig_mod. prefix
+            model = cls(GPTConfig(**ckpt["model_args"]))
             model.load_state_dict({k.removeprefix("_orig_mod."): v
                                    for k, v in ckpt["model"].items()})
-        except RuntimeError:
+        except (RuntimeError, TypeError):
             raise ValueError(f"{path}: its weights do not fit its model_args (damaged, or written "
                              "by another version of model.py: train it again)") from None
         return model.to(device), ckpt
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, decay_embeddings=True):
-        """AdamW; weight decay on matrices and embeddings (dim >= 2), not on biases and LayerNorm
-        gains; decay_embeddings=False: not on the embeddings either (token, position, memory slots)."""
-        emb = lambda n: n.endswith(("wte.weight", "wpe.weight")) or n.startswith("mem_")
-        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        decay = lambda n, p: p.dim() >= 2 and (decay_embeddings or not emb(n))
-        groups = [{"params": [p for n, p in named if decay(n, p)], "weight_decay": weight_decay},
-                  {"params": [p for n, p in named if not decay(n, p)], "weight_decay": 0.0}]
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; weight decay on the Linear layers' weights, not on embeddings (tokens, positions,
+        memory slots), the LTM's age slopes, biases and gains. While a task's answers cannot yet be
+        read from memory, the best guess is the same for every answer, and decay shrinks what tells
+        the answers' embeddings apart: on the recall set they merged in groups, and the run never
+        learned (RESULTS.md, issue 40). The LM head is the token embedding (tied): not decayed."""
+        linear = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
+        embeddings = {id(self.transformer.wte.weight)}  # lm_head.weight is this same tensor
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = lambda p: id(p) in linear and id(p) not in embeddings
+        groups = [{"params": [p for p in params if decay(p)], "weight_decay": weight_decay},
+                  {"params": [p for p in params if not decay(p)], "weight_decay": 0.0}]
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas,
                                  **(dict(fused=True) if fused else {}))

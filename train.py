@@ -64,7 +64,6 @@ mem_len = 0              # short-term memory slots; 0 = plain GPT
 block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg_len reads whole samples
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
-write_rule = "chrono"     # how the STM is written (model.GPTConfig): chrono | open | open_content
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
 recompute = False        # recompute each segment in the backward pass: less activation memory, more work
 # AdamW, cosine learning rate with linear warmup
@@ -74,7 +73,6 @@ weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0          # 0 = no clipping
-decay_embeddings = True   # False: no weight decay on the embeddings (wte, wpe, the memory's slot embeddings)
 warmup_iters = 100
 lr_decay_iters = 5000    # ~max_iters, as in Chinchilla
 min_lr = 6e-5            # ~learning_rate / 10
@@ -85,8 +83,7 @@ dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.c
 compile = False          # torch.compile the model
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 seed = 1337
-MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size",
-                  "write_rule")
+MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
 config = configure(globals())
 # every setting's constraint, in one place: the first one broken stops the run with one line
 POSITIVE, COUNT = (at_least(1), "must be >= 1"), (at_least(0), "must be >= 0")
@@ -165,8 +162,7 @@ try:
     if init_from == "scratch":  # vocab padded up to a multiple of 64, which is faster
         gptconf = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or seg_len,
                             bias=bias, vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
-                            ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn,
-                            write_rule=write_rule)
+                            ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn)
         with torch.device("meta"):  # its shape alone first: a model too large for memory stops before it is made
             check_memory(GPT(gptconf), batch_size, device)
         model = GPT(gptconf)
@@ -174,7 +170,7 @@ try:
         model, ckpt = GPT.from_checkpoint(ckpt_path, device)
     else:  # pretrained GPT-2 with the memory added on top
         model = GPT.from_pretrained(init_from, dropout=dropout, mem_len=mem_len, ltm=ltm, seg_len=seg_len,
-                                    dual_ffn=dual_ffn, write_rule=write_rule)
+                                    dual_ffn=dual_ffn)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 check_memory(model, batch_size, device)  # a loaded model: its optimizer and attention still to come
@@ -247,7 +243,7 @@ if master:
     if not eval_only:  # before the work: a checkpoint is the weights and AdamW's two moments, fp32
         check_disk(ckpt_path, 12 * sum(p.numel() for p in model.parameters()), "the checkpoint")
 model.to(device)
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, decay_embeddings)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
 # batches come from one generator, the same on every process: each takes its share of the global
 # batch, so N processes draw the same samples as one process with N times the accumulation
@@ -384,7 +380,7 @@ def log_eval(train_loss, tokens_per_s):
               "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s),
               "elapsed_s": round(time.time() - t_start, 1)}
     if model_args["mem_len"]:  # how the gates and the LTM's age slopes move (diagnose.py reads a checkpoint's)
-        record["keep_bias"] = [round(k, 4) for k in torch.sigmoid(raw_model.mem_keep).tolist()]
+        record["keep"] = [round(k, 4) for k in torch.sigmoid(raw_model.mem_keep).tolist()]
         record["ltm_age"] = [[round(a, 3) for a in layer] for layer in raw_model.ltm_age.tolist()]
     best_val_loss = min(best_val_loss, record["val_loss"])
     tqdm.write(f"iter {iter_num}: n_seg {segs}" + (f", ltm {eval_ltm}" if eval_ltm is not None else "")
