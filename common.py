@@ -1,16 +1,13 @@
 """
-What the scripts share, one of each: the autocast context, the atomic file write, the lock on an
-output directory, loading a checkpoint safely, the learning-rate schedule and the optimizer step, the
+What the scripts share, one of each: the autocast context, the atomic file write, the checks of room on
+disk and in memory, the lock on an output directory, the learning-rate schedule and the optimizer step, the
 machine's name, and running measurement jobs a few processes at a time (report.py, probe.py).
 """
 import atexit
 import errno
-import glob
 import hashlib
-import json
 import math
 import os
-import pickle
 import platform
 import shutil
 import socket
@@ -157,56 +154,6 @@ def unlock_dir(path):
                 os.remove(path)
     except (OSError, ValueError):
         pass
-
-
-def load_checkpoint(path, device="cpu"):
-    """The dict train.py saved; a missing, damaged or foreign file stops with one line (ValueError/FileNotFoundError)."""
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory, not a checkpoint: move it away, or choose another out_dir")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}: train one first, e.g. python train.py config/recall.py")
-    try:  # tensors and plain Python values only: unpickling anything else could run the file's code
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{path} was not loaded: it holds more than tensors and plain values (loading those "
-                         "could run code in it), or it is damaged; load only checkpoints train.py wrote") from None
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: damaged, truncated or "
-                         "empty?): train again, or restore it") from None
-    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
-        raise ValueError(f"{path} is not a checkpoint train.py wrote (no model and model_args in it)")
-    return ckpt
-
-
-def trim_log(path, iter_num):
-    """Keep the records of a training log up to iter_num (its checkpoint's), rewritten atomically: a run killed
-    after an evaluation and before its save logged one that its resume logs again, and a kill can cut a line."""
-    if not os.path.isfile(path):
-        return
-    keep = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                if json.loads(line)["iter"] <= iter_num:
-                    keep.append(line.rstrip("\n") + "\n")
-            except (ValueError, KeyError, TypeError):
-                pass
-    write_atomic(path, lambda f: f.writelines(keep))
-
-
-def settle_new_logs(log_path, ckpt_path):
-    """The log of a run that replaced another (train.py --overwrite) and was killed before its first save finished:
-    it becomes log_path if the checkpoint is that run's (its "run" is in the log's name), else it goes (the old run
-    stays as it was)."""
-    for new in glob.glob(glob.escape(log_path) + ".*.new"):
-        try:
-            saved = load_checkpoint(ckpt_path).get("run") == new.rsplit(".", 2)[-2]
-        except (OSError, ValueError):
-            saved = False
-        if saved:
-            os.replace(new, log_path)
-        else:
-            os.remove(new)
 
 
 def cosine_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):

@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -27,11 +26,11 @@ import torch
 from tqdm import tqdm
 
 import recall
+from checkpoint import load_model, warn_if_memory_never_read
 from common import autocast, machine, write_atomic
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
-from evaluate import recall_accuracy, segment_loss_sums, warn_if_memory_never_read
-from model import GPT
+from evaluate import recall_accuracy, segment_loss_sums
 
 ckpt = ""                # train.py's out_dir/ckpt.pt
 out_dir = "bench_out"
@@ -60,7 +59,7 @@ PAPER_LTM = {0: (4.6479, 5.0664), 1: (4.6488, 5.0271), 2: (4.6448, 5.0397), 4: (
 def load(path, device):
     """The model (eval mode), its checkpoint dict, its data's meta and val shards, data/<its dataset>/ found
     from the working directory as train.py finds it. A problem raises OSError or ValueError, one line."""
-    model, ck = GPT.from_checkpoint(path, device)
+    model, ck = load_model(path, device)
     data_dir = os.path.join("data", ck["config"]["dataset"])
     meta = load_meta(data_dir)
     val = open_split(data_dir, meta, "val", check_ids=True)

@@ -2,8 +2,6 @@
 How samples are read, and what is measured on them: val loss by segment index (memory carried or
 reset), recall accuracy by distance. Used by train.py and eval_ckpt.py.
 """
-import sys
-
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -66,12 +64,3 @@ def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm_size=N
         hits.index_add_(0, distance, right)
         counts.index_add_(0, distance, torch.ones_like(right))
     return {d: (hits[d] / counts[d]).item() for d in range(meta["n_seg"]) if counts[d] > 0}
-
-
-def warn_if_memory_never_read(ckpt, path):
-    """One line on stderr for a memoGPT checkpoint trained on one segment per sample (n_seg 1, no
-    curriculum): its memory was written, never read back."""
-    cfg = ckpt.get("config", {})
-    if ckpt["model_args"]["mem_len"] and max((*cfg.get("curriculum", ()), cfg.get("n_seg", 2))) == 1:
-        print(f"warning: {path} was trained on one segment per sample (n_seg=1, no curriculum): its memory was "
-              "never read in training", file=sys.stderr)

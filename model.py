@@ -26,7 +26,6 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from common import load_checkpoint
 from memory import Memory, key_ages, segment_mask
 from stream import Stream
 
@@ -217,39 +216,40 @@ class GPT(nn.Module):
         positions = torch.arange(pos, pos + idx.size(1), dtype=torch.long, device=idx.device)
         return self.transformer.wte(idx) + self.transformer.wpe(positions)
 
-    def segment_step(self, tok, mem=None, past=None, read=False, write=None, ltm_size=None):
+    def segment_step(self, tok_emb, mem=None, past=None, add_read=False, write_segment=None, ltm_size=None):
         """
         The one step every reading goes through: new rows of a segment, through the block stack,
         against the keys/values `past` the segment holds so far (per layer (2, B, nh, P, hs),
         or None):
 
-            [ R (if read) | tok (B, t, C), embedded | W (if write) ]
+            [ R (if add_read) | tok_emb: the new tokens, embedded (B, t, C) | W (if write_segment) ]
 
         Training reads a whole segment at once (past = the LTM). Streaming reads R when a segment
         begins, then token chunks, then W when it is full (past = its cache). The plain GPT reads
-        tokens only. write: the whole segment's embedded rows (B, S, C), which W starts from.
+        tokens only. write_segment: the whole segment, embedded (B, S, C), when its W rows are to
+        write the memory (they start from its parts); None: no W rows.
         Returns the tokens' hidden states, the new rows' per-layer (k, v), and the memory: after a
         write updated, with ltm_size snapshots kept (None = config.ltm); else as it was.
         """
         M = self.config.mem_len
-        n_read, n_write = (M if read else 0), (0 if write is None else M)
-        rows = [mem.stm + self.mem_read, tok] if read else [tok]
-        if write is not None:
+        n_read, n_write = (M if add_read else 0), (0 if write_segment is None else M)
+        rows = [mem.stm + self.mem_read, tok_emb] if add_read else [tok_emb]
+        if write_segment is not None:
             # write slot j starts from the STM, its own embedding, and the mean of the j-th of M
             # parts of the segment: each slot begins with tokens of its own, not all with one
             # blend of the segment
-            part = F.adaptive_avg_pool1d(write.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
+            part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
             rows.append(mem.stm + self.mem_write + part)
         x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, n_read + t + n_write, C)
-        t, n_past = tok.size(1), 0 if past is None else past[0].size(-2)
+        t, n_past = tok_emb.size(1), 0 if past is None else past[0].size(-2)
         if n_read == n_write == 0 and (n_past == 0 or t == 1):
             mask, is_causal = None, n_past == 0  # tokens alone, or one new token: the fast kernel
         else:
-            mask, is_causal = segment_mask(n_past, n_read, t, n_write, tok.device), False
+            mask, is_causal = segment_mask(n_past, n_read, t, n_write, tok_emb.device), False
         masks = [mask] * len(self.transformer.h)
         # past begins with the LTM: each head adds slope * age
         if mem is not None and mem.snapshots:
-            age = key_ages(len(mem.snapshots), M, n_past + x.size(1), tok.device)  # (n_keys,)
+            age = key_ages(len(mem.snapshots), M, n_past + x.size(1), tok_emb.device)  # (n_keys,)
             bias = [slope.view(-1, 1, 1) * age for slope in self.ltm_age]  # (nh, 1, n_keys)
             masks = bias if mask is None else [b.masked_fill(~mask, float("-inf")) for b in bias]
         kvs = []
@@ -257,7 +257,7 @@ class GPT(nn.Module):
             x, kv = block(x, None if past is None else past[len(kvs)], mask, is_causal,
                           (n_read, n_write))
             kvs.append(kv)
-        if write is not None:
+        if write_segment is not None:
             h = x[:, -M:]  # W's final states (B, M, C)
             # the write is W's normalised final state plus slot j's part of the segment, as is: at
             # init the blocks' random features drown the segment in h, and the part keeps a one-hop
@@ -305,7 +305,7 @@ class GPT(nn.Module):
                 seg = seg + pos_emb[:seg.size(1)]  # positions restart every segment: (B, S, C)
                 # only complete segments are written: a partial last one leaves the memory as it was
                 write = seg.size(1) == cfg.seg_len and (need_mem or start + cfg.seg_len < T)
-                x, _, mem = step(seg, mem, mem.ltm_kv(), read=True, write=seg if write else None,
+                x, _, mem = step(seg, mem, mem.ltm_kv(), add_read=True, write_segment=seg if write else None,
                                  ltm_size=ltm_size)
                 xs.append(x)
             x = torch.cat(xs, dim=1)
@@ -388,20 +388,6 @@ class GPT(nn.Module):
                     block.ln_2_mem.load_state_dict(block.ln_2.state_dict())
             model._init_memory()
         return model
-
-    @classmethod
-    def from_checkpoint(cls, path, device="cpu"):
-        """A model saved by train.py (out_dir/ckpt.pt). Returns the model and the whole
-        checkpoint dict."""
-        ckpt = load_checkpoint(path, device)
-        try:  # torch.compile saves its parameters under an _orig_mod. prefix
-            model = cls(GPTConfig(**ckpt["model_args"]))
-            model.load_state_dict({k.removeprefix("_orig_mod."): v
-                                   for k, v in ckpt["model"].items()})
-        except (RuntimeError, TypeError):
-            raise ValueError(f"{path}: its weights do not fit its model_args (damaged, or written "
-                             "by another version of model.py: train it again)") from None
-        return model.to(device), ckpt
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW; weight decay on the Linear layers' weights, not on embeddings (tokens, positions,

@@ -40,11 +40,10 @@ import sys
 import torch
 from tqdm import tqdm
 
+import checkpoint
 from attention_map import MapStream, plot, table, write_csv
 from common import autocast
 from configurator import at_least, check, configure, device_ok, dtype_ok, seed_ok, writable_file
-from evaluate import warn_if_memory_never_read
-from memory import Memory
 from model import GPT
 from stream import Stream
 from tokenizer import get_tokenizer, gpt2_encoding
@@ -146,9 +145,9 @@ if init_from == "resume" and fixed:
 try:
     if init_from == "resume":
         ckpt_path = os.path.join(out_dir, "ckpt.pt")
-        model, checkpoint = GPT.from_checkpoint(ckpt_path, device)
-        meta = checkpoint["meta"]
-        warn_if_memory_never_read(checkpoint, ckpt_path)
+        model, ckpt = checkpoint.load_model(ckpt_path, device)
+        meta = ckpt["meta"]
+        checkpoint.warn_if_memory_never_read(ckpt, ckpt_path)
     else:
         model = GPT.from_pretrained(init_from, dropout=0.0, **overrides).to(device)
         enc = gpt2_encoding()
@@ -229,7 +228,7 @@ mem = model.empty_memory(1) if asked else None  # None: each sample starts from 
 with torch.no_grad(), ctx:
     if load_memory:
         try:
-            mem = Memory.load(load_memory, model, device, ltm)
+            mem = checkpoint.load_memory(load_memory, model, device, ltm)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(str(e)) from None
         if mem.stm.size(0) != 1:  # every sample starts from it: one memory, not a batch
@@ -254,7 +253,7 @@ with torch.no_grad(), ctx:
         mem = mem.drop_snapshot(drop_snapshot)
     if save_memory:
         try:
-            mem.save(save_memory, model)
+            checkpoint.save_memory(mem, save_memory, model)
         except OSError as e:
             raise SystemExit(f"cannot save the memory to {save_memory}: {e.strerror}") from None
         print(f"saved the memory ({mem.n_seg} segments read, {mem.nbytes():,} bytes) to {save_memory}",

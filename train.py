@@ -13,8 +13,6 @@ stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to 
 Without --n_seg a memoGPT trains on 2 segments per sample for a quarter of max_iters, then on 4,
 so that what its memory writes is read back (`python train.py --mem_len=32 --ltm=4` trains a memory).
 """
-import glob
-import json
 import math
 import os
 import sys
@@ -28,8 +26,8 @@ from torch.distributed import (all_gather_object, all_reduce, barrier, broadcast
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import (autocast, cannot_write, check_disk, check_memory, cosine_lr, lock_dir, optimizer_step,
-                    settle_new_logs, trim_log, unlock_dir, write_atomic)
+from checkpoint import Run, load_model
+from common import autocast, check_disk, check_memory, cosine_lr, optimizer_step
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
 from evaluate import read_samples, recall_accuracy, segment_loss_sums
@@ -133,19 +131,8 @@ device_type = "cuda" if device.startswith("cuda") else "cpu"
 ctx = autocast(device_type, dtype)
 
 data_dir = os.path.join("data", dataset)
-# out_dir: a new run never replaces a run it did not make, unless told to (--overwrite=True)
-ckpt_path = os.path.join(out_dir, "ckpt.pt")
-log_path = os.path.join(out_dir, "log.jsonl")
-# a run that replaces another logs beside it until its first checkpoint replaces the old one (if it saves none, the old
-# run stays as it was); the checkpoint names the run, so a kill between the two renames is settled by the next run
-run_id = os.urandom(6).hex()
-new_log = f"{log_path}.{run_id}.new"
-replacing = overwrite and (os.path.exists(ckpt_path) or os.path.exists(log_path))
-if os.path.lexists(ckpt_path) and not os.path.isfile(ckpt_path):
-    raise SystemExit(f"{ckpt_path} is not a file (a directory?): move it away, or choose another --out_dir")
-if init_from != "resume" and not overwrite and (os.path.exists(ckpt_path) or os.path.exists(log_path)):
-    raise SystemExit(f"{out_dir} holds a run ({ckpt_path if os.path.exists(ckpt_path) else log_path}): resume it with "
-                     "--init_from=resume, choose another --out_dir, or replace it with --overwrite=True")
+run = Run(out_dir, init_from == "resume", overwrite)  # a new run never replaces a run unless told to
+ckpt_path = run.ckpt_path
 try:
     meta = load_meta(data_dir)
     train_data, val_data = open_split(data_dir, meta, "train"), open_split(data_dir, meta, "val", check_ids=True)
@@ -167,7 +154,7 @@ try:
             check_memory(GPT(gptconf), batch_size, device)
         model = GPT(gptconf)
     elif init_from == "resume":
-        model, ckpt = GPT.from_checkpoint(ckpt_path, device)
+        model, ckpt = load_model(ckpt_path, device)
     else:  # pretrained GPT-2 with the memory added on top
         model = GPT.from_pretrained(init_from, dropout=dropout, mem_len=mem_len, ltm=ltm, seg_len=seg_len,
                                     dual_ffn=dual_ffn)
@@ -232,14 +219,8 @@ try:
                    f"the {split} split of {data_dir}")
 except ValueError as e:
     raise SystemExit(str(e)) from None
-# the out_dir is this run's from here: a second run on it stops with one line (a lock left by a dead one is taken over)
-lock = lock_dir(out_dir) if master else None
-if master:
-    for tmp in glob.glob(glob.escape(ckpt_path) + ".*tmp"):
-        os.remove(tmp)  # left by a run killed while saving (the lock says none is saving now)
-    settle_new_logs(log_path, ckpt_path)
-    if ckpt is not None:  # the log as far as the checkpoint: what a killed run logged after its last save goes
-        trim_log(log_path, ckpt["iter_num"])
+if master:  # the out_dir is this run's from here
+    run.open(None if ckpt is None else ckpt["iter_num"])
     if not eval_only:  # before the work: a checkpoint is the weights and AdamW's two moments, fp32
         check_disk(ckpt_path, 12 * sum(p.numel() for p in model.parameters()), "the checkpoint")
 model.to(device)
@@ -339,31 +320,17 @@ def save_checkpoint():
     state = {"model": raw_model.state_dict(), "model_args": model_args, "optimizer": optimizer.state_dict(),
              "scaler": scaler.state_dict(), "iter_num": iter_num, "best_val_loss": best_val_loss,
              "config": config, "meta": meta, "rng": rng, "stage": stage_of(iter_num),
-             "n_seg": stages[stage_of(iter_num)], "run": run_id}
-    os.makedirs(out_dir, exist_ok=True)
-    write_atomic(ckpt_path, lambda f: torch.save(state, f), binary=True)
-    global replacing
-    if replacing:  # the new run has a checkpoint: its log replaces the old run's
-        os.replace(new_log, log_path)
-        replacing = False
+             "n_seg": stages[stage_of(iter_num)]}
+    run.save(state)
 
 
 no_targets = False
 
 
-def kept_note():
-    """What a run that ends early leaves: a replacing run that saved nothing drops its log, the old run stays."""
-    if replacing:
-        if master and os.path.exists(new_log):
-            os.remove(new_log)
-        return f"nothing saved: the run {out_dir} held is kept as it was"
-    return f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint saved"
-
-
 def stop_unless_finite(loss, what):
     if not math.isfinite(loss):
         bar.close()
-        kept = kept_note()
+        kept = run.kept() if master else ""
         if no_targets and what == "val loss":
             raise SystemExit(f"iter {iter_num}: the {eval_iters} val batches of {batch_size} samples hold no target to "
                              f"score (answer_loss: no question in their first {stages[stage_of(max(iter_num - 1, 0))]} "
@@ -388,11 +355,7 @@ def log_eval(train_loss, tokens_per_s):
                + (f", every segment read alone (memory reset) {record['val_loss_by_segment_reset']} (gain "
                   f"{record['memory_gain_by_segment']})" if "memory_gain_by_segment" in record else "")
                + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
-    try:
-        with open(new_log if replacing else log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    except OSError as e:  # a full disk: one line, the checkpoint as it was
-        raise SystemExit(cannot_write(log_path, e)) from None
+    run.log(record)
     return record["val_loss"]
 
 
@@ -400,9 +363,7 @@ t_start = time.time()
 if eval_only:
     if master:
         log_eval(None, 0)
-        if replacing:
-            print(kept_note())
-        unlock_dir(lock)
+        run.close()
     raise SystemExit(0)
 if master and iter_num >= max_iters and init_from == "resume":
     print(f"{ckpt_path} is at iteration {iter_num}, max_iters={max_iters}: nothing to train (raise --max_iters)")
@@ -458,9 +419,7 @@ while True:
     bar.update(1)
 bar.close()
 if master:
-    if replacing:  # max_iters=0: nothing saved
-        print(kept_note())
-    unlock_dir(lock)
+    run.close()
 if ddp:
     barrier()  # tearing down while rank 0 still writes the checkpoint aborts the process in gloo (~5% of runs)
     destroy_process_group()

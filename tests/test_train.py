@@ -40,7 +40,7 @@ def train(monkeypatch, *args):
 
 
 def load(path):
-    return torch.load(path, weights_only=True)  # what train.py saves loads safely (GPT.from_checkpoint does this)
+    return torch.load(path, weights_only=True)  # what train.py saves loads safely (checkpoint.load_model does this)
 
 
 def log(path):
