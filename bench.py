@@ -30,11 +30,11 @@ import time
 import torch
 from tqdm import tqdm
 
-from common import autocast, check_disk, machine, optimizer_step, write_atomic
+from common import autocast, check_disk, machine, write_atomic
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
-from evaluate import read_samples
 from model import GPT, GPTConfig
 from stream import Stream
+from training import optimizer_step, read_samples
 
 out_dir = "bench_out"
 quick = False            # tiny shapes, seconds: the smoke test (a bare --quick works too)
@@ -75,24 +75,16 @@ PAPER_LENGTHS = (64, 128, 256, 512, 1024)
 PAPER_MEMORY = {"GPT-2 Medium": (1416, 1447, 1508, 1629, 1874), "GPT-2 Large": (3115, 3162, 3255, 3440, 3811),
                 "Llama-3.1-8B-Instruct": (30935, 31222, 31802, 34045, 42128)}
 
-# the jobs that moved out of this script: one line on where they went, before any setting is read
-if "--capacity" in sys.argv[1:]:
-    rest = " ".join(a for a in sys.argv[1:] if a != "--capacity")
-    raise SystemExit(f"the capacity benchmark is its own script now: python capacity.py {rest}".rstrip())
-for a in sys.argv[1:]:
-    if a == "--ckpt" or a.startswith("--ckpt="):
-        raise SystemExit(f"checkpoints are evaluated by their own script now: python eval_ckpt.py {a}")
-config = configure(globals(), quick=QUICK)
+config, _ = configure(globals(), quick=QUICK)
 check(config, {
-    **{k: (at_least(1), "must be >= 1") for k in ("mem_len", "seg_len", "feed_chunk", "latency_tokens", "train_steps",
-                                                  "batch_size")},
-    **{k: (at_least(0), "must be >= 0") for k in ("ltm", "warmup_steps", "threads")},
-    **{k: (ints_at_least(1), "must be >= 1: a tuple of ints like (1, 2)") for k in ("lengths", "latency_at",
-                                                                                      "train_n_seg")},
-    "seed": (seed_ok, ""),
-    "device": (device_ok, ""),
-    "dtype": (dtype_ok(device), ""),
-    "out_dir": (writable_dir("output directory"), ""),
+    **{k: at_least(1) for k in ("mem_len", "seg_len", "feed_chunk", "latency_tokens", "train_steps", "batch_size")},
+    **{k: at_least(0) for k in ("ltm", "warmup_steps", "threads")},
+    **{k: ints_at_least(1, "must be >= 1: a tuple of ints like (1, 2)")
+       for k in ("lengths", "latency_at", "train_n_seg")},
+    "seed": seed_ok,
+    "device": device_ok,
+    "dtype": dtype_ok(device),
+    "out_dir": writable_dir("output directory"),
 })
 if not cell:  # before the run, not after it: results.json, memory.csv and bench.png take well under 1 MB
     check_disk(out_dir, 2**20, "bench.py's results")

@@ -21,7 +21,7 @@ from model import GPT, GPTConfig
 
 
 def load_checkpoint(path, device="cpu"):
-    """The dict train.py saved; a missing, damaged or foreign file stops with one line (ValueError/FileNotFoundError)."""
+    """The dict train.py saved; a missing, damaged or foreign file raises one line (ValueError, FileNotFoundError)."""
     if os.path.isdir(path):
         raise ValueError(f"{path} is a directory, not a checkpoint: move it away, or choose another out_dir")
     if not os.path.isfile(path):

@@ -1,12 +1,10 @@
 """
 What the scripts share, one of each: the autocast context, the atomic file write, the checks of room on
-disk and in memory, the lock on an output directory, the learning-rate schedule and the optimizer step, the
-machine's name, and running measurement jobs a few processes at a time (report.py, probe.py).
+disk and in memory, the lock on an output directory, the machine's name, and running measurement jobs a few processes at a time (report.py, probe.py).
 """
 import atexit
 import errno
 import hashlib
-import math
 import os
 import platform
 import shutil
@@ -154,26 +152,6 @@ def unlock_dir(path):
                 os.remove(path)
     except (OSError, ValueError):
         pass
-
-
-def cosine_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
-    """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's schedule)."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it > lr_decay_iters:
-        return min_lr
-    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
-
-
-def optimizer_step(model, optimizer, scaler, grad_clip):
-    """After the backward pass(es): unscale (fp16), clip the gradient norm (0 = no clipping), step, clear."""
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
 
 
 def machine(device="cpu"):

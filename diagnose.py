@@ -29,11 +29,11 @@ ckpt = ""
 out_dir = ""             # "" = beside the checkpoint
 samples = 2000           # val samples: half fit the read-out, half test it
 seed = 1337
-config = configure(globals())
-check(config, {"ckpt": (bool, "which checkpoint? --ckpt=probe_out/s1/ckpt.pt"),
-               "samples": (at_least(2), "must be >= 2"), "seed": (seed_ok, "")})
+config, _ = configure(globals())
+check(config, {"ckpt": lambda v: bool(v) or "which checkpoint? --ckpt=probe_out/s1/ckpt.pt",
+               "samples": at_least(2), "seed": seed_ok})
 out_dir = out_dir or os.path.dirname(ckpt) or "."
-check(config | dict(out_dir=out_dir), {"out_dir": (writable_dir("output directory"), "")})
+check(config | dict(out_dir=out_dir), {"out_dir": writable_dir("output directory")})
 torch.manual_seed(seed)
 try:
     model, ck, meta, val = load(ckpt, "cpu")

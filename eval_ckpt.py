@@ -232,20 +232,19 @@ def plot_longer(longer_rows, path):
 
 
 if __name__ == "__main__":
-    config = configure(globals(), quick=QUICK)
+    config, _ = configure(globals(), quick=QUICK)
     if not ckpt:
         raise SystemExit("which checkpoint? python eval_ckpt.py --ckpt=out/ckpt.pt (train.py's out_dir/ckpt.pt)")
     check(config, {
-        "ckpt": (lambda v: isinstance(v, str), "a checkpoint path"),
-        "ltm_sizes": (ints_at_least(0), "need ltm_sizes, a tuple of at least one LTM size >= 0, like (0, 1, 2)"),
-        **{k: (at_least(1), "must be >= 1") for k in ("eval_samples", "eval_batch", "long_samples",
-                                                      "stable_segments")},
-        "longer": (ints_at_least(1, empty=True), "a tuple of ints >= 1, like (2, 4)"),
-        "threads": (at_least(0), "must be >= 0"),
-        "seed": (seed_ok, ""),
-        "device": (device_ok, ""),
-        "dtype": (dtype_ok(device), ""),
-        "out_dir": (writable_dir("output directory"), ""),
+        "ckpt": lambda v: isinstance(v, str) or "a checkpoint path",
+        "ltm_sizes": ints_at_least(0, "need ltm_sizes, a tuple of at least one LTM size >= 0, like (0, 1, 2)"),
+        **{k: at_least(1) for k in ("eval_samples", "eval_batch", "long_samples", "stable_segments")},
+        "longer": ints_at_least(1, "a tuple of ints >= 1, like (2, 4)", empty=True),
+        "threads": at_least(0),
+        "seed": seed_ok,
+        "device": device_ok,
+        "dtype": dtype_ok(device),
+        "out_dir": writable_dir("output directory"),
     })
     if threads:
         torch.set_num_threads(threads)

@@ -1,33 +1,13 @@
 """
-How samples are read, and what is measured on them: val loss by segment index (memory carried or
-reset), recall accuracy by distance. Used by train.py and eval_ckpt.py.
+What is measured on samples read as in training (training.read_samples): val loss by segment index
+(memory carried or reset), recall accuracy by distance. Used by train.py and lab/eval_ckpt.py.
 """
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 import recall
-
-
-def read_samples(model, x, y, seg_len, carry=True, bptt=0, ltm_size=None, recompute=False):
-    """
-    How a batch of samples (B, n_seg * seg_len) is read, in training and in every evaluation. memoGPT:
-    segment by segment, its memory carried across (bptt, ltm_size, recompute: as in GPT.forward; the
-    memory after the sample is not kept, so its last write is skipped). The plain GPT (mem_len=0): the
-    whole sample as one window if it fits its block_size, else each segment as its own window (the
-    segment a token is in: what memoGPT's tokens attend to besides the memory). carry=False: each
-    segment alone, from an empty memory, for either. model may be wrapped (DDP, torch.compile): it is
-    called, never reached into. Returns logits, loss.
-    """
-    B, T = x.shape
-    cfg = getattr(model, "module", model).config
-    if carry and cfg.mem_len > 0:
-        logits, loss, _ = model(x, y, bptt=bptt, ltm_size=ltm_size, recompute=recompute, need_mem=False)
-        return logits, loss
-    window = T if carry and T <= cfg.block_size else seg_len
-    logits, loss, _ = model(x.reshape(-1, window), None if y is None else y.reshape(-1, window),
-                            recompute=recompute, need_mem=False)
-    return logits.view(B, T, -1), loss
+from training import read_samples
 
 
 @torch.no_grad()

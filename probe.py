@@ -37,13 +37,13 @@ long_samples = 128       # samples of each longer length
 quick = False
 QUICK_TRAIN = ["--stage_iters=10", "--eval_interval=20", "--warmup_iters=5", "--lr_decay_iters=40",
                "--recall_samples=50"]
-config = configure(globals(), quick=dict(out_dir="probe_out/quick", seeds=(1337, 1), max_iters=40, eval_samples=50,
+config, _ = configure(globals(), quick=dict(out_dir="probe_out/quick", seeds=(1337, 1), max_iters=40, eval_samples=50,
                                          long_samples=8))
 check(config, {
-    "seeds": (seeds_ok, ""),
-    **{k: (at_least(1), "must be >= 1") for k in ("procs", "max_iters", "eval_samples", "long_samples")},
-    "variant": (lambda v: all(a.startswith("--") for a in shlex.split(v)), "train.py settings as --key=value ..."),
-    "out_dir": (writable_dir("output directory"), ""),
+    "seeds": seeds_ok,
+    **{k: at_least(1) for k in ("procs", "max_iters", "eval_samples", "long_samples")},
+    "variant": lambda v: all(a.startswith("--") for a in shlex.split(v)) or "train.py settings as --key=value ...",
+    "out_dir": writable_dir("output directory"),
 })
 CODE = ("model.py", "memory.py", "stream.py", "train.py", "evaluate.py", "data.py", "recall.py", "common.py",
         "configurator.py", "eval_ckpt.py")

@@ -37,12 +37,12 @@ seeds = (1337, 1, 2)     # training seeds of the runs that vary by seed
 procs = 2                # processes at a time, one thread each
 eval_samples = 1000      # recall: val samples per distance table; text: val samples (800 for stdlib)
 # tiny runs, beside the real report, never over it
-config = configure(globals(), quick=dict(out_dir="report_out/quick", seeds=(1337,)))
+config, _ = configure(globals(), quick=dict(out_dir="report_out/quick", seeds=(1337,)))
 check(config, {  # every setting, before the hour of work
-    "out_dir": (writable_dir("output directory"), ""),
-    "seeds": (seeds_ok, ""),
-    "procs": (at_least(1), "must be >= 1"),
-    "eval_samples": (at_least(1), "must be >= 1"),
+    "out_dir": writable_dir("output directory"),
+    "seeds": seeds_ok,
+    "procs": at_least(1),
+    "eval_samples": at_least(1),
 })
 
 # the peer (lucidrains' recurrent-memory-transformer-pytorch 0.7.0, 8 memory tokens), median of 3 seeds on

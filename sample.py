@@ -73,22 +73,22 @@ show_memory = False      # print what the memory holds: per snapshot its segment
 attention_map = ""       # a .png: where each token of the first sample reads from (LTM snapshots, read slots, its
                          # segment); the same numbers in a .csv beside it (without matplotlib, only the .csv)
 attention_layers = "all" # all: a panel per layer | mean: averaged over layers
-config = configure(globals())
+config, given = configure(globals())
 check(config, {
-    "num_samples": (at_least(0), "must be >= 0 (0 = only read, edit, save or show the memory)"),
-    "threads": (at_least(0), "must be >= 0"),
-    "ltm": (lambda v: v is None or (type(v) is int and v >= 0), "the LTM snapshots to keep, an int >= 0"),
-    "mem_len": (lambda v: v is None or (type(v) is int and v >= 1), "memory slots, an int >= 1 (or None)"),
-    "seg_len": (lambda v: v is None or (type(v) is int and v >= 1), "tokens per segment, an int >= 1 (or None)"),
-    "top_k": (lambda v: v is None or (type(v) is int and v >= 1), "an int >= 1, or None for all (1 samples greedily)"),
-    "temperature": (lambda v: 0.01 <= v < math.inf, "must be >= 0.01 and finite (logits divided by less overflow: "
-                    "--top_k=1 samples greedily)"),
-    "max_new_tokens": (at_least(0), "must be >= 0"),
-    "seed": (seed_ok, ""),
-    "drop_snapshot": (lambda v: v is None or type(v) is int, "a snapshot index like 0 or -1"),
-    "device": (device_ok, ""),
-    "dtype": (dtype_ok(device), ""),
-    **{k: (lambda v: isinstance(v, str), "a path") for k in ("read", "load_memory", "save_memory", "attention_map")},
+    "num_samples": at_least(0, " (0 = only read, edit, save or show the memory)"),
+    "threads": at_least(0),
+    "ltm": lambda v: v is None or type(v) is int and v >= 0 or "the LTM snapshots to keep, an int >= 0",
+    "mem_len": lambda v: v is None or type(v) is int and v >= 1 or "memory slots, an int >= 1 (or None)",
+    "seg_len": lambda v: v is None or type(v) is int and v >= 1 or "tokens per segment, an int >= 1 (or None)",
+    "top_k": lambda v: v is None or type(v) is int and v >= 1 or "an int >= 1, or None for all (1 samples greedily)",
+    "temperature": lambda v: 0.01 <= v < math.inf or ("must be >= 0.01 and finite (logits divided by less overflow: "
+                                                      "--top_k=1 samples greedily)"),
+    "max_new_tokens": at_least(0),
+    "seed": seed_ok,
+    "drop_snapshot": lambda v: v is None or type(v) is int or "a snapshot index like 0 or -1",
+    "device": device_ok,
+    "dtype": dtype_ok(device),
+    **{k: lambda v: isinstance(v, str) or "a path" for k in ("read", "load_memory", "save_memory", "attention_map")},
 })
 if threads:
     torch.set_num_threads(threads)
@@ -212,7 +212,7 @@ if attention_map and num_samples < 1:
     raise SystemExit(f"--attention_map pictures the first sample: needs --num_samples >= 1, got {num_samples}")
 if attention_layers not in ("all", "mean"):
     raise SystemExit(f"--attention_layers={attention_layers!r}: all (a panel per layer) or mean (over layers)")
-if num_samples == 0 and "start" in _given:
+if num_samples == 0 and "start" in given:
     raise SystemExit(f"--start is not used with --num_samples=0 (that only reads, edits, saves or shows the memory): "
                      "give --num_samples >= 1 to generate from it")
 if num_samples > 0:  # checked before the (maybe long) reading

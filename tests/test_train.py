@@ -14,9 +14,10 @@ import torch
 
 from configurator import configure
 import recall
-from evaluate import read_samples, recall_accuracy, segment_loss_sums
+from evaluate import recall_accuracy, segment_loss_sums
 from model import GPT, GPTConfig
 from prepare import prepare
+from training import read_samples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: scripts run by path
 SEG, NSEG = 8, 3
