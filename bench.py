@@ -11,7 +11,7 @@ Measure what memoGPT claims about cost, with the plain GPT-2 baseline beside it:
     python bench.py                          # GPT-2 medium shape, random weights
     python bench.py --quick                  # tiny shapes in seconds (the smoke test)
 
-A trained checkpoint is evaluated by eval_ckpt.py; how many facts the memory holds, by capacity.py.
+A trained checkpoint is evaluated by lab/eval_ckpt.py; how many facts the memory holds, by lab/capacity.py.
 
 Every memory cell runs in a fresh process (this script with --cell=ROW:LENGTH, a training one with
 --cell=train:ROW:N_SEG:RECOMPUTE) so its peak is its own: peak RSS on CPU, torch.cuda.max_memory_allocated
@@ -30,7 +30,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from common import autocast, check_disk, machine, write_atomic
+from common import autocast, check_disk, machine, table, write_atomic
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from model import GPT, GPTConfig
 from stream import Stream
@@ -249,11 +249,6 @@ def run_child(name):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def table(header, rows):
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
-
-
 def train_mb(c):
     return f"{c['peak_mb']:.0f} ({c['peak_mb'] - c['loaded_mb']:.0f})"
 
@@ -362,7 +357,8 @@ print(f"\n## Peak training memory, MB ({peak_what}): one step (forward, backward
 print(table(["model", *(f"n_seg={n}" for n in segs)],
             [[row_label(name + "+mem") + (", recompute" if r else ""),
               *(train_mb(tm[name + "+mem", n, r]) for n in segs)] for name in names for r in (False, True)]))
-print("\n(a trained checkpoint's loss by LTM size and recall by distance: python eval_ckpt.py --ckpt=out/ckpt.pt)")
+print("\n(a trained checkpoint's loss by LTM size and recall by distance: python -m lab.eval_ckpt "
+      "--ckpt=out-recall/ckpt.pt)")
 
 print("\n## Goals\n")
 goals = []

@@ -41,9 +41,9 @@ import torch
 from tqdm import tqdm
 
 import checkpoint
-from attention_map import MapStream, plot, table, write_csv
 from common import autocast
 from configurator import at_least, check, configure, device_ok, dtype_ok, seed_ok, writable_file
+from lab.attention_map import MapStream, plot, shares_table, write_csv
 from model import GPT
 from stream import Stream
 from tokenizer import get_tokenizer, gpt2_encoding
@@ -273,7 +273,7 @@ with torch.no_grad(), ctx:
             print(piece, end="", flush=True)
         print("\n---------------", flush=True)
         if isinstance(stream, MapStream):
-            tab = table(stream, decode, attention_layers)
+            tab = shares_table(stream, decode, attention_layers)
             write_csv(csv_path, tab)
             try:
                 plot(attention_map, tab)

@@ -50,7 +50,7 @@ def test_memory_table(quick):
     assert cell["tiny", 64]["state_mb"] < cell["tiny", 1024]["state_mb"] == cell["tiny", 4096]["state_mb"]
     assert results["memory"][0] == {k: (v if k == "row" else pytest.approx(float(v))) for k, v in rows[0].items()}
     assert results["random_weights"] and results["settings"]["quick"]
-    assert "ltm" not in results and "ckpt" not in results["settings"]  # a checkpoint is eval_ckpt.py's job
+    assert "ltm" not in results and "ckpt" not in results["settings"]  # a checkpoint is lab/eval_ckpt.py's job
     assert sorted(os.listdir(tmp / "out")) == ["bench.png", "memory.csv", "results.json"]  # no temp file left
 
 
@@ -67,7 +67,7 @@ def test_latency_training_and_goals(quick):
     assert all(g["status"] == "n/a (tiny shapes)" for g in results["goals"])
     assert "memoGPT peak memory at 4096 tokens within 5% of 1024" in goals[0]
     assert "| GPT-2 Medium | 1416 | 1447 | 1508 | 1629 | 1874 |" in stdout  # the paper's figures beside ours
-    assert "python eval_ckpt.py --ckpt=" in stdout  # where the checkpoint tables went
+    assert "python -m lab.eval_ckpt --ckpt=" in stdout  # where the checkpoint tables went
     assert os.path.basename(results["settings"]["out_dir"]) == "out"
 
 

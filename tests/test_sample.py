@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 import recall
-from attention_map import MapStream
 from checkpoint import load_memory, save_memory
+from lab.attention_map import MapStream
 from memory import Memory
 from model import GPT, GPTConfig
 from stream import Stream
@@ -414,9 +414,9 @@ def test_a_damaged_memory_file_is_refused(out, tmp_path, edit, message):
 
 def test_attention_map_py_is_a_library(tmp_path):
     import subprocess
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "attention_map.py"), "--foo=1"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and r.stderr.startswith("attention_map.py is a library") and r.stderr.count("\n") == 1
+    r = subprocess.run([sys.executable, "-m", "lab.attention_map", "--foo=1"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 1 and r.stderr.startswith("lab/attention_map.py is a library") and r.stderr.count("\n") == 1
 
 
 def test_a_memory_file_of_a_batch_is_refused_where_one_is_read(out, tmp_path):

@@ -1,7 +1,7 @@
 """
 What a recall checkpoint's memory holds, and where the answer's gradient goes (why a seed fails):
 
-    python diagnose.py --ckpt=probe_out/s1/ckpt.pt
+    python -m lab.diagnose --ckpt=probe_out/s1/ckpt.pt
 
  - read-out: a linear classifier (multinomial logistic regression) fit on half the val samples and tested on
    the other half, from the STM after each segment to the fact's value (chance 1/n_values), from all slots
@@ -23,7 +23,7 @@ from torch.nn import functional as F
 import recall
 from common import write_atomic
 from configurator import at_least, check, configure, seed_ok, writable_dir
-from eval_ckpt import load
+from lab.eval_ckpt import load
 
 ckpt = ""
 out_dir = ""             # "" = beside the checkpoint

@@ -3,10 +3,10 @@ How many facts the memory holds at once: exact-answer accuracy by number of fact
 peer recurrent memory transformer and the in-context ceiling, every row trained on the same samples with the
 same steps, over several training seeds.
 
-    python capacity.py                   # 4, 8, 16 slots, the peer, the ceiling; 3 layouts x 3 seeds: 45
+    python -m lab.capacity               # 4, 8, 16 slots, the peer, the ceiling; 3 layouts x 3 seeds: 45
                                          # models, ~10-18 min each on one CPU core
-    python capacity.py --layouts="('scattered',)" --seeds="(1337,)" --mem_lens="(8,)"   # one cell
-    python capacity.py --quick           # tiny and short: the smoke test
+    python -m lab.capacity --layouts="('scattered',)" --seeds="(1337,)" --mem_lens="(8,)"   # one cell
+    python -m lab.capacity --quick       # tiny and short: the smoke test
 
 A sample is the recall set's (recall.samples): segment 0 states F key-value facts, each is asked once
 in a random later segment, several questions closing a segment when facts outnumber segments, and
