@@ -1,7 +1,7 @@
 """
 What a run leaves on disk, and the checks that read it back: the checkpoint train.py writes (load_checkpoint,
-load_model), the run's directory with its log and lock (Run), and the memory files sample.py saves
-(save_memory, load_memory). A file that is missing, damaged or another model's stops with one line, never a
+load_model; rng_states and resume continue a run exactly), the run's directory with its log and lock (Run), and
+the memory files sample.py saves (save_memory, load_memory). A file that is missing, damaged or another model's stops with one line, never a
 traceback, and nothing in it runs as code (torch.load(weights_only=True)).
 """
 import glob
@@ -12,6 +12,7 @@ import pickle
 import sys
 
 import torch
+from torch.distributed import all_gather_object
 
 from common import cannot_write, lock_dir, unlock_dir, write_atomic
 from memory import Memory
@@ -58,6 +59,32 @@ def warn_if_memory_never_read(ckpt, path):
     if ckpt["model_args"]["mem_len"] and max((*cfg.get("curriculum", ()), cfg.get("n_seg", 2))) == 1:
         print(f"warning: {path} was trained on one segment per sample (n_seg=1, no curriculum): its memory was "
               "never read in training", file=sys.stderr)
+
+
+def rng_states(batch_rng, device_type, world):
+    """The random states a resume continues from: the batches' generator, and every process's torch (dropout) and
+    CUDA generators, gathered from all processes under DDP (every process calls this)."""
+    rng = {"batches": batch_rng.bit_generator.state, "torch": [torch.get_rng_state()],
+           "cuda": [torch.cuda.get_rng_state()] if device_type == "cuda" else []}
+    if world > 1:
+        for k in ("torch", "cuda"):
+            states = [None] * world
+            all_gather_object(states, rng[k])
+            rng[k] = [s for per_rank in states for s in per_rank]
+    return rng
+
+
+def resume(ckpt, optimizer, scaler, batch_rng, rank, world, device_type):
+    """Continue exactly where a checkpoint stopped: AdamW's moments, the loss scale, the batches' generator and, with
+    as many processes as saved it, each one's dropout stream. Returns the iteration and the best val loss."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    batch_rng.bit_generator.state = ckpt["rng"]["batches"]
+    if len(ckpt["rng"]["torch"]) == world:
+        torch.set_rng_state(ckpt["rng"]["torch"][rank])
+        if device_type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"][rank])
+    return ckpt["iter_num"], ckpt["best_val_loss"]
 
 
 # --- a run's directory: out_dir/ckpt.pt, log.jsonl, LOCK ---

@@ -23,6 +23,30 @@ def segment_loss_sums(model, x, y, seg_len, carry=True, ltm_size=None):
 
 
 @torch.no_grad()
+def val_losses(model, batches, seg_len, with_reset, ctx, ltm_size=None):
+    """The val loss over batches [(x, y), ...], and by segment index (None where a segment has no target);
+    with_reset: also with every segment read alone (the memory reset before it), and the gain, reset minus carried:
+    what the memory (or a plain GPT's longer window) carries, on the same batches. ctx: autocast."""
+    carries = (True, False) if with_reset else (True,)
+    sums, counts = torch.zeros(len(carries), batches[0][0].size(1) // seg_len), 0
+    for x, y in batches:
+        for i, carry in enumerate(carries):
+            with ctx:
+                loss_sums, counts_now = segment_loss_sums(model, x, y, seg_len, carry, ltm_size=ltm_size)
+            sums[i] += loss_sums
+        counts += counts_now
+
+    def by_segment(sums):
+        return [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]
+
+    out = {"val_loss": (sums[0].sum() / counts.sum()).item(), "val_loss_by_segment": by_segment(sums[0])}
+    if with_reset:
+        out["val_loss_by_segment_reset"] = by_segment(sums[1])
+        out["memory_gain_by_segment"] = by_segment(sums[1] - sums[0])
+    return out
+
+
+@torch.no_grad()
 def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm_size=None):
     """Exact-answer accuracy (greedy, over the whole vocabulary) by distance in segments from the facts
     (segment 0) to the question, on the first n_samples whole samples of data (recall tokens), every

@@ -24,16 +24,13 @@ class Memory:
         return torch.cat(self.snapshots, dim=4) if self.snapshots else None
 
     def push(self, stm, snapshot, ltm_size):
-        """The memory after one more segment: new STM, snapshot appended, the oldest dropped
-        past ltm_size."""
+        """The memory after one more segment: new STM, snapshot appended, the oldest dropped past ltm_size."""
         keep = slice(-ltm_size, None) if ltm_size > 0 else slice(0, 0)
-        return Memory(stm, (self.snapshots + [snapshot])[keep], self.n_seg + 1,
-                      (self.segs + [self.n_seg])[keep])
+        return Memory(stm, (self.snapshots + [snapshot])[keep], self.n_seg + 1, (self.segs + [self.n_seg])[keep])
 
     def detach(self):
         """Cut the autograd graph here (truncated BPTT): later losses stop reaching back."""
-        return Memory(self.stm.detach(), [s.detach() for s in self.snapshots],
-                      self.n_seg, self.segs)
+        return Memory(self.stm.detach(), [s.detach() for s in self.snapshots], self.n_seg, self.segs)
 
     # --- controllable memory: inspect and edit (checkpoint.py saves and loads it) ---
 

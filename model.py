@@ -160,22 +160,19 @@ class GPT(nn.Module):
             self.mem_init = nn.Parameter(torch.zeros(M, C))   # m_0, the STM before anything is read
             self.mem_read = nn.Parameter(torch.zeros(M, C))   # per-slot embedding of R
             self.mem_write = nn.Parameter(torch.zeros(M, C))  # per-slot embedding of W
-            # the write is normalised, so the STM stays bounded over any number of segments;
-            # its own LayerNorm leaves ln_f to the LM head
+            # the write is normalised, so the STM stays bounded over any number of segments (ln_f is the LM head's)
             self.ln_mem = LayerNorm(C, bias=config.bias)
             self.mem_gate = nn.Linear(C, 1, bias=False)  # the gate's content term: what the write holds
             self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
-            # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a
-            # slope (not a table) fits any LTM size with the same weights
+            # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
+            # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
-        # GPT-2's std 0.02 is for 768 dims:
-        # scaled with the width, attention starts as sharp at any width
+        # GPT-2's std 0.02 is for 768 dims: scaled with the width, attention starts as sharp at any width
         self.init_std = 0.02 * math.sqrt(768 / config.n_embd)
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():  # GPT-2: scaled init of the residual projections
             if pn.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0,
-                                      std=self.init_std / math.sqrt(2 * config.n_layer))
+                torch.nn.init.normal_(p, mean=0.0, std=self.init_std / math.sqrt(2 * config.n_layer))
         self._init_memory()
 
     def _init_weights(self, module):
@@ -195,11 +192,10 @@ class GPT(nn.Module):
         for p in (self.mem_init, self.mem_read, self.mem_write):
             torch.nn.init.normal_(p, mean=0.0, std=scale)
         self.ln_mem.weight.fill_(scale)
-        # every slot starts open, keeping sigmoid(-2) = 0.12 of its STM per segment, whatever it
-        # reads: slots that kept most of it (timescales of 8-32 segments) let in too little of a
-        # segment for the reading to learn, and some seeds never learned (RESULTS.md, issue 40).
-        # The content term, from zero, learns where to hold: a slot can close on filler and open
-        # on a fact
+        # every slot starts open, keeping sigmoid(-2) = 0.12 of its STM per segment, whatever it reads: slots that
+        # kept most of it (timescales of 8-32 segments) let in too little of a segment for the reading to learn, and
+        # some seeds never learned (RESULTS.md, issue 40). The content term, from zero, learns where to hold: a slot
+        # can close on filler and open on a fact
         torch.nn.init.zeros_(self.mem_gate.weight)
         self.mem_keep.fill_(-2.0)
 

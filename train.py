@@ -19,16 +19,15 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-from torch.distributed import (all_gather_object, all_reduce, barrier, broadcast, destroy_process_group,
-                               init_process_group)
+from torch.distributed import all_reduce, barrier, broadcast, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import Run, load_model
+from checkpoint import Run, load_model, resume, rng_states
 from common import autocast, check_disk, check_memory
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
-from evaluate import recall_accuracy, segment_loss_sums
+from evaluate import recall_accuracy, val_losses
 from model import GPT, GPTConfig
 from training import cosine_lr, read_samples, stage_at, train_step
 
@@ -232,15 +231,7 @@ scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
 batch_rng = np.random.default_rng(seed)
 iter_num, best_val_loss = 0, float("inf")
 if ckpt is not None:
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-    rng = ckpt["rng"]
-    batch_rng.bit_generator.state = rng["batches"]
-    if len(rng["torch"]) == world:
-        torch.set_rng_state(rng["torch"][rank])
-        if device_type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"][rank])
+    iter_num, best_val_loss = resume(ckpt, optimizer, scaler, batch_rng, rank, world, device_type)
     ckpt = None  # free memory
 raw_model = model
 if compile:
@@ -253,6 +244,10 @@ eval_model = model.module if ddp else model
 
 def get_lr(it):
     return cosine_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters) if decay_lr else learning_rate
+
+
+def n_seg_at(it):  # the curriculum: segments per sample at iteration it
+    return stages[stage_at(it, curriculum, stage_iters)]
 
 
 def get_batch(rng, shards, n, segs):
@@ -269,28 +264,12 @@ def get_batch(rng, shards, n, segs):
 
 @torch.no_grad()
 def evaluate(segs):
-    """Val loss and per-segment val loss on fixed val batches; on a text set, a model that reads past a segment
-    (memoGPT, or a plain GPT reading whole samples): also with every segment read alone (memory reset), and the
-    gain, alone minus carried (what the memory, or the longer window, carries); recall accuracy by distance."""
+    """The val loss by segment on fixed val batches; on a text set, a model that reads past a segment (memoGPT, or a
+    plain GPT reading whole samples) also with every segment read alone; on the recall set, accuracy by distance."""
     eval_model.eval()
     rng = np.random.default_rng(seed)  # the same batches every time, apart from the training stream
-    carries = (True, False) if (mem_len or block_size > seg_len) and not recall else (True,)
-    sums, counts = torch.zeros(len(carries), segs), torch.zeros(segs)
-    for _ in range(eval_iters):
-        x, y = get_batch(rng, val_data, batch_size, segs)
-        for i, carry in enumerate(carries):
-            with ctx:
-                loss_sums, counts_now = segment_loss_sums(eval_model, x, y, seg_len, carry, ltm_size=eval_ltm)
-            sums[i] += loss_sums
-        counts += counts_now
-
-    def by_segment(sums):  # None where a segment has no target
-        return [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]
-
-    out = {"val_loss": (sums[0].sum() / counts.sum()).item(), "val_loss_by_segment": by_segment(sums[0])}
-    if len(carries) == 2:
-        out["val_loss_by_segment_reset"] = by_segment(sums[1])
-        out["memory_gain_by_segment"] = by_segment(sums[1] - sums[0])
+    batches = [get_batch(rng, val_data, batch_size, segs) for _ in range(eval_iters)]
+    out = val_losses(eval_model, batches, seg_len, (mem_len or block_size > seg_len) and not recall, ctx, eval_ltm)
     if recall:
         with ctx:
             acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device, ltm_size=eval_ltm)
@@ -301,7 +280,7 @@ def evaluate(segs):
 
 def log_eval(train_loss, tokens_per_s):
     global best_val_loss
-    segs = stages[stage_at(max(iter_num - 1, 0), curriculum, stage_iters)]  # the n_seg just trained
+    segs = n_seg_at(max(iter_num - 1, 0))  # the n_seg just trained
     record = {"iter": iter_num, "n_seg": segs, "eval_ltm": ltm if eval_ltm is None else eval_ltm,
               "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s),
               "elapsed_s": round(time.time() - t_start, 1)}
@@ -319,19 +298,12 @@ def log_eval(train_loss, tokens_per_s):
 
 
 def save_checkpoint():
-    rng = {"batches": batch_rng.bit_generator.state, "torch": [torch.get_rng_state()],
-           "cuda": [torch.cuda.get_rng_state()] if device_type == "cuda" else []}
-    if ddp:  # every process's dropout stream, so a resume continues each exactly
-        for k in ("torch", "cuda"):
-            states = [None] * world
-            all_gather_object(states, rng[k])
-            rng[k] = [s for per_rank in states for s in per_rank]
+    rng = rng_states(batch_rng, device_type, world)  # every process's, so a resume continues each exactly
     if master:
-        stage = stage_at(iter_num, curriculum, stage_iters)
         run.save({"model": raw_model.state_dict(), "model_args": asdict(raw_model.config),
                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "iter_num": iter_num,
-                  "best_val_loss": best_val_loss, "config": config, "meta": meta, "rng": rng, "stage": stage,
-                  "n_seg": stages[stage]})
+                  "best_val_loss": best_val_loss, "config": config, "meta": meta, "rng": rng,
+                  "stage": stage_at(iter_num, curriculum, stage_iters), "n_seg": n_seg_at(iter_num)})
 
 
 def stop_unless_finite(loss, what, no_targets=False):
@@ -340,9 +312,8 @@ def stop_unless_finite(loss, what, no_targets=False):
         kept = run.kept() if master else ""
         if no_targets:  # the val loss is then nan, and no fault of the learning rate
             raise SystemExit(f"iter {iter_num}: the {eval_iters} val batches of {batch_size} samples hold no target to "
-                             f"score (answer_loss: no question in their first "
-                             f"{stages[stage_at(max(iter_num - 1, 0), curriculum, stage_iters)]} segments); stopped "
-                             f"({kept}). Raise --eval_iters or --batch_size")
+                             f"score (answer_loss: no question in their first {n_seg_at(max(iter_num - 1, 0))} "
+                             f"segments); stopped ({kept}). Raise --eval_iters or --batch_size")
         wider = {"float16": ", or use dtype=bfloat16/float32", "bfloat16": ", or use dtype=float32"}.get(dtype, "")
         raise SystemExit(f"iter {iter_num}: {what} is {loss}; stopped ({kept}). "
                          f"Lower learning_rate or raise warmup_iters{wider}" if master else 1)
@@ -364,10 +335,10 @@ bar = tqdm(total=max_iters, initial=iter_num, disable=not master or not sys.stde
 train_loss, tokens, t_eval = None, 0, time.time()
 logged = iter_num if init_from == "resume" else -1  # a resumed checkpoint's evaluation is in log.jsonl already
 while True:
-    segs = stages[stage_at(iter_num, curriculum, stage_iters)]
+    segs = n_seg_at(iter_num)
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != logged:
-        train_loss_now = None if train_loss is None else train_loss.item()
-        record = log_eval(train_loss_now, tokens / (time.time() - t_eval)) if master else {"val_loss": 0.0}
+        record = (log_eval(None if train_loss is None else train_loss.item(), tokens / (time.time() - t_eval))
+                  if master else {"val_loss": 0.0})
         val_loss = record["val_loss"]
         if ddp:  # only the master evaluates: the others learn its val loss to stop with it
             val_loss = torch.tensor(val_loss, device=device)
