@@ -191,7 +191,7 @@ def run_latency():
     return [dict(row=row, position=n, ms=statistics.median(t), max_ms=max(t)) for (row, n), t in times.items()]
 
 
-def train_step(model, optimizer, scaler, x, y, recompute=False):
+def timed_step(model, optimizer, scaler, x, y, recompute=False):
     """One training step as train.py takes it, without clipping; returns (forward, backward, optimizer) seconds."""
     t0 = time.perf_counter()
     with ctx:
@@ -222,7 +222,7 @@ def run_train_cell(row, n_seg, recompute):
     gradients, AdamW's moments (made by the step) and the activations the backward pass needs."""
     model, optimizer, scaler = trainer(row)
     loaded, _ = process_memory(reset=True)
-    train_step(model, optimizer, scaler, *random_xy(model, n_seg * seg_len), recompute)
+    timed_step(model, optimizer, scaler, *random_xy(model, n_seg * seg_len), recompute)
     _, peak = process_memory()
     return dict(row=row, n_seg=n_seg, recompute=recompute, peak_mb=peak / MB, loaded_mb=loaded / MB)
 
@@ -233,7 +233,7 @@ def train_speed(row):
     T = model.config.block_size
     step_model = torch.compile(model) if compile else model
     x, y = random_xy(model, T)
-    parts = [train_step(step_model, optimizer, scaler, x, y)  # (forward, backward, optimizer) seconds per step
+    parts = [timed_step(step_model, optimizer, scaler, x, y)  # (forward, backward, optimizer) seconds per step
              for _ in tqdm(range(warmup_steps + train_steps), desc=f"training {row}", leave=False)]
     fwd, bwd, opt = (statistics.median(p[k] for p in parts[warmup_steps:]) for k in range(3))
     return dict(row=row, T=T, tokens_per_s=batch_size * T / (fwd + bwd + opt), forward_s=fwd, backward_s=bwd,
@@ -242,8 +242,8 @@ def train_speed(row):
 
 def run_child(name):
     """One memory cell in a fresh process (this script with --cell=name), so its peak is its own."""
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], f"--cell={name}"], capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], f"--cell={name}"],
+                          capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"memory cell {name} failed:\n{proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,8 +1,8 @@
 """
 What a run leaves on disk, and the checks that read it back: the checkpoint train.py writes (load_checkpoint,
 load_model; rng_states and resume continue a run exactly), the run's directory with its log and lock (Run), and
-the memory files sample.py saves (save_memory, load_memory). A file that is missing, damaged or another model's stops with one line, never a
-traceback, and nothing in it runs as code (torch.load(weights_only=True)).
+the memory files sample.py saves (save_memory, load_memory). A file that is missing, damaged or another model's
+stops with one line, never a traceback, and nothing in it runs as code (torch.load(weights_only=True)).
 """
 import glob
 import hashlib

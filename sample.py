@@ -61,7 +61,7 @@ dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.c
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 # memory of a pretrained GPT-2 (--init_from=gpt2*); None = plain GPT-2 (a checkpoint keeps its own)
 mem_len = None
-ltm = None               # also for a checkpoint: the LTM snapshots kept (None = as trained; its size adds no parameters)
+ltm = None               # also for a checkpoint: the LTM snapshots kept (None = as trained; adds no parameters)
 seg_len = None
 # controllable memory (memoGPT only)
 read = ""                # a text file to read into memory before generating
@@ -213,7 +213,7 @@ if attention_map and num_samples < 1:
 if attention_layers not in ("all", "mean"):
     raise SystemExit(f"--attention_layers={attention_layers!r}: all (a panel per layer) or mean (over layers)")
 if num_samples == 0 and "start" in given:
-    raise SystemExit(f"--start is not used with --num_samples=0 (that only reads, edits, saves or shows the memory): "
+    raise SystemExit("--start is not used with --num_samples=0 (that only reads, edits, saves or shows the memory): "
                      "give --num_samples >= 1 to generate from it")
 if num_samples > 0:  # checked before the (maybe long) reading
     if start.startswith("FILE:"):

@@ -36,8 +36,9 @@ def attention_weights(attn, x, past=None, mask=None, is_causal=False):
 def recording(model):
     """Inside, every attention layer also appends its weights (B, nh, rows, keys) per call: one list per layer."""
     records = [[] for _ in model.transformer.h]
-    hooks = [block.attn.register_forward_hook(lambda attn, args, out, rec=rec: rec.append(attention_weights(attn, *args)))
-             for block, rec in zip(model.transformer.h, records)]
+    hooks = [block.attn.register_forward_hook(
+        lambda attn, args, out, rec=rec: rec.append(attention_weights(attn, *args)))
+        for block, rec in zip(model.transformer.h, records)]
     try:
         yield records
     finally:
