@@ -94,7 +94,7 @@ def configure(scope, argv=None, quick=None):
             given.update(k for k in assigned if not k.startswith("_"))
             continue
         key, sep, text = arg[2:].partition("=")
-        if not sep and key in scope:  # else an unknown key says so below
+        if not sep and key in _settings(scope):  # else an unknown key says so below
             raise SystemExit(f"{arg}: write settings as --key=value")
         try:
             value = ast.literal_eval(text)

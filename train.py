@@ -156,10 +156,8 @@ try:
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 check_memory(model, batch_size, device)  # a loaded model: its optimizer and attention still to come
-# a loaded model keeps its shape: a model setting given that it does not have is refused (check_run), not ignored
-refused = {k: config[k] for k in MODEL_SETTINGS if init_from != "scratch" and k in given
-           and getattr(model.config, k) != ((config[k] or seg_len) if k == "block_size" else config[k])}
-# from here each model setting is the model's (on a resume the checkpoint's)
+# from here each model setting is the model's (a loaded model keeps its own: check_run refuses a setting given
+# for another); config keeps what was given until the run is checked
 n_layer, n_head, n_embd, dropout, bias, mem_len, ltm, dual_ffn, block_size = (getattr(model.config, k)
                                                                               for k in MODEL_SETTINGS)
 n_seg_chosen = n_seg == 0
@@ -169,9 +167,6 @@ if n_seg_chosen:  # by the model's mem_len: one segment per sample never reads w
     if mem_len and not curriculum:
         curriculum, stage_iters = (2,), stage_iters or max(1, max_iters // 4)
 stages = (*curriculum, n_seg)
-# what the checkpoint says was trained
-config.update({k: getattr(model.config, k) for k in MODEL_SETTINGS}, n_seg=n_seg, curriculum=curriculum,
-              stage_iters=stage_iters)
 
 
 def check_run():
@@ -183,8 +178,10 @@ def check_run():
         raise SystemExit(f"{data_dir} is not the data {loaded} was trained on ({', '.join(differs(ckpt['meta'], meta))}"
                          f" differ; it trained on --dataset={ckpt['config'].get('dataset', '?')}): resume on that set "
                          "as it was, or start a new run in another --out_dir")
+    refused = [k for k in MODEL_SETTINGS if init_from != "scratch" and k in given
+               and getattr(model.config, k) != ((config[k] or seg_len) if k == "block_size" else config[k])]
     if refused:
-        raise SystemExit(f"{' '.join(f'--{k}={v}' for k, v in refused.items())}: {loaded} has "
+        raise SystemExit(f"{' '.join(f'--{k}={config[k]}' for k in refused)}: {loaded} has "
                          f"{', '.join(f'{k}={getattr(model.config, k)}' for k in refused)}, and "
                          f"--init_from={init_from} keeps the model it loads: drop these settings"
                          + (" (--eval_ltm evaluates it with another LTM size)" if "ltm" in refused else ""))
@@ -216,6 +213,9 @@ def check_run():
 
 
 check_run()
+# what the checkpoint says was trained
+config.update({k: getattr(model.config, k) for k in MODEL_SETTINGS}, n_seg=n_seg, curriculum=curriculum,
+              stage_iters=stage_iters)
 if n_seg_chosen and mem_len and master:
     print(f"memoGPT without --n_seg: {' -> '.join(map(str, stages))} segments per sample, {stage_iters} iterations "
           "per stage before the last (--n_seg, --curriculum and --stage_iters choose others)")
