@@ -11,7 +11,7 @@ Measure what memoGPT claims about cost, with the plain GPT-2 baseline beside it:
     python bench.py                          # GPT-2 medium shape, random weights
     python bench.py --quick                  # tiny shapes in seconds (the smoke test)
 
-A trained checkpoint is evaluated by eval_ckpt.py; how many facts the memory holds, by capacity.py.
+A trained checkpoint is evaluated by lab/eval_ckpt.py; how many facts the memory holds, by lab/capacity.py.
 
 Every memory cell runs in a fresh process (this script with --cell=ROW:LENGTH, a training one with
 --cell=train:ROW:N_SEG:RECOMPUTE) so its peak is its own: peak RSS on CPU, torch.cuda.max_memory_allocated
@@ -30,11 +30,11 @@ import time
 import torch
 from tqdm import tqdm
 
-from common import autocast, check_disk, machine, optimizer_step, write_atomic
+from common import autocast, check_disk, machine, table, write_atomic
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
-from evaluate import read_samples
 from model import GPT, GPTConfig
 from stream import Stream
+from training import optimizer_step, read_samples
 
 out_dir = "bench_out"
 quick = False            # tiny shapes, seconds: the smoke test (a bare --quick works too)
@@ -75,24 +75,16 @@ PAPER_LENGTHS = (64, 128, 256, 512, 1024)
 PAPER_MEMORY = {"GPT-2 Medium": (1416, 1447, 1508, 1629, 1874), "GPT-2 Large": (3115, 3162, 3255, 3440, 3811),
                 "Llama-3.1-8B-Instruct": (30935, 31222, 31802, 34045, 42128)}
 
-# the jobs that moved out of this script: one line on where they went, before any setting is read
-if "--capacity" in sys.argv[1:]:
-    rest = " ".join(a for a in sys.argv[1:] if a != "--capacity")
-    raise SystemExit(f"the capacity benchmark is its own script now: python capacity.py {rest}".rstrip())
-for a in sys.argv[1:]:
-    if a == "--ckpt" or a.startswith("--ckpt="):
-        raise SystemExit(f"checkpoints are evaluated by their own script now: python eval_ckpt.py {a}")
-config = configure(globals(), quick=QUICK)
+config, _ = configure(globals(), quick=QUICK)
 check(config, {
-    **{k: (at_least(1), "must be >= 1") for k in ("mem_len", "seg_len", "feed_chunk", "latency_tokens", "train_steps",
-                                                  "batch_size")},
-    **{k: (at_least(0), "must be >= 0") for k in ("ltm", "warmup_steps", "threads")},
-    **{k: (ints_at_least(1), "must be >= 1: a tuple of ints like (1, 2)") for k in ("lengths", "latency_at",
-                                                                                      "train_n_seg")},
-    "seed": (seed_ok, ""),
-    "device": (device_ok, ""),
-    "dtype": (dtype_ok(device), ""),
-    "out_dir": (writable_dir("output directory"), ""),
+    **{k: at_least(1) for k in ("mem_len", "seg_len", "feed_chunk", "latency_tokens", "train_steps", "batch_size")},
+    **{k: at_least(0) for k in ("ltm", "warmup_steps", "threads")},
+    **{k: ints_at_least(1, "must be >= 1: a tuple of ints like (1, 2)")
+       for k in ("lengths", "latency_at", "train_n_seg")},
+    "seed": seed_ok,
+    "device": device_ok,
+    "dtype": dtype_ok(device),
+    "out_dir": writable_dir("output directory"),
 })
 if not cell:  # before the run, not after it: results.json, memory.csv and bench.png take well under 1 MB
     check_disk(out_dir, 2**20, "bench.py's results")
@@ -199,7 +191,7 @@ def run_latency():
     return [dict(row=row, position=n, ms=statistics.median(t), max_ms=max(t)) for (row, n), t in times.items()]
 
 
-def train_step(model, optimizer, scaler, x, y, recompute=False):
+def timed_step(model, optimizer, scaler, x, y, recompute=False):
     """One training step as train.py takes it, without clipping; returns (forward, backward, optimizer) seconds."""
     t0 = time.perf_counter()
     with ctx:
@@ -230,7 +222,7 @@ def run_train_cell(row, n_seg, recompute):
     gradients, AdamW's moments (made by the step) and the activations the backward pass needs."""
     model, optimizer, scaler = trainer(row)
     loaded, _ = process_memory(reset=True)
-    train_step(model, optimizer, scaler, *random_xy(model, n_seg * seg_len), recompute)
+    timed_step(model, optimizer, scaler, *random_xy(model, n_seg * seg_len), recompute)
     _, peak = process_memory()
     return dict(row=row, n_seg=n_seg, recompute=recompute, peak_mb=peak / MB, loaded_mb=loaded / MB)
 
@@ -241,7 +233,7 @@ def train_speed(row):
     T = model.config.block_size
     step_model = torch.compile(model) if compile else model
     x, y = random_xy(model, T)
-    parts = [train_step(step_model, optimizer, scaler, x, y)  # (forward, backward, optimizer) seconds per step
+    parts = [timed_step(step_model, optimizer, scaler, x, y)  # (forward, backward, optimizer) seconds per step
              for _ in tqdm(range(warmup_steps + train_steps), desc=f"training {row}", leave=False)]
     fwd, bwd, opt = (statistics.median(p[k] for p in parts[warmup_steps:]) for k in range(3))
     return dict(row=row, T=T, tokens_per_s=batch_size * T / (fwd + bwd + opt), forward_s=fwd, backward_s=bwd,
@@ -250,16 +242,11 @@ def train_speed(row):
 
 def run_child(name):
     """One memory cell in a fresh process (this script with --cell=name), so its peak is its own."""
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], f"--cell={name}"], capture_output=True,
-                          text=True)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], f"--cell={name}"],
+                          capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"memory cell {name} failed:\n{proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
 def train_mb(c):
@@ -370,7 +357,8 @@ print(f"\n## Peak training memory, MB ({peak_what}): one step (forward, backward
 print(table(["model", *(f"n_seg={n}" for n in segs)],
             [[row_label(name + "+mem") + (", recompute" if r else ""),
               *(train_mb(tm[name + "+mem", n, r]) for n in segs)] for name in names for r in (False, True)]))
-print("\n(a trained checkpoint's loss by LTM size and recall by distance: python eval_ckpt.py --ckpt=out/ckpt.pt)")
+print("\n(a trained checkpoint's loss by LTM size and recall by distance: python -m lab.eval_ckpt "
+      "--ckpt=out-recall/ckpt.pt)")
 
 print("\n## Goals\n")
 goals = []

@@ -1,25 +1,16 @@
 """
-What the scripts share, one of each: the autocast context, the atomic file write, the lock on an
-output directory, loading a checkpoint safely, the learning-rate schedule and the optimizer step, the
-machine's name, and running measurement jobs a few processes at a time (report.py, probe.py).
+What the scripts share, one of each: the autocast context, the atomic file write, the checks of room on
+disk and in memory, the lock on an output directory, the machine's name, and the markdown table.
 """
 import atexit
 import errno
-import glob
-import hashlib
-import json
-import math
 import os
-import pickle
 import platform
 import shutil
 import socket
-import subprocess
-import time
 from contextlib import nullcontext
 
 import torch
-from tqdm import tqdm
 
 
 def autocast(device_type, dtype):
@@ -159,76 +150,6 @@ def unlock_dir(path):
         pass
 
 
-def load_checkpoint(path, device="cpu"):
-    """The dict train.py saved; a missing, damaged or foreign file stops with one line (ValueError/FileNotFoundError)."""
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory, not a checkpoint: move it away, or choose another out_dir")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}: train one first, e.g. python train.py config/recall.py")
-    try:  # tensors and plain Python values only: unpickling anything else could run the file's code
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise ValueError(f"{path} was not loaded: it holds more than tensors and plain values (loading those "
-                         "could run code in it), or it is damaged; load only checkpoints train.py wrote") from None
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: damaged, truncated or "
-                         "empty?): train again, or restore it") from None
-    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
-        raise ValueError(f"{path} is not a checkpoint train.py wrote (no model and model_args in it)")
-    return ckpt
-
-
-def trim_log(path, iter_num):
-    """Keep the records of a training log up to iter_num (its checkpoint's), rewritten atomically: a run killed
-    after an evaluation and before its save logged one that its resume logs again, and a kill can cut a line."""
-    if not os.path.isfile(path):
-        return
-    keep = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                if json.loads(line)["iter"] <= iter_num:
-                    keep.append(line.rstrip("\n") + "\n")
-            except (ValueError, KeyError, TypeError):
-                pass
-    write_atomic(path, lambda f: f.writelines(keep))
-
-
-def settle_new_logs(log_path, ckpt_path):
-    """The log of a run that replaced another (train.py --overwrite) and was killed before its first save finished:
-    it becomes log_path if the checkpoint is that run's (its "run" is in the log's name), else it goes (the old run
-    stays as it was)."""
-    for new in glob.glob(glob.escape(log_path) + ".*.new"):
-        try:
-            saved = load_checkpoint(ckpt_path).get("run") == new.rsplit(".", 2)[-2]
-        except (OSError, ValueError):
-            saved = False
-        if saved:
-            os.replace(new, log_path)
-        else:
-            os.remove(new)
-
-
-def cosine_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
-    """Linear warmup, then cosine decay to min_lr at lr_decay_iters (nanoGPT's schedule)."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it > lr_decay_iters:
-        return min_lr
-    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
-
-
-def optimizer_step(model, optimizer, scaler, grad_clip):
-    """After the backward pass(es): unscale (fp16), clip the gradient norm (0 = no clipping), step, clear."""
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-
-
 def machine(device="cpu"):
     """The GPU's name, or the CPU's model and core count."""
     if device.startswith("cuda"):
@@ -240,51 +161,7 @@ def machine(device="cpu"):
     return f"{name}, {os.cpu_count()} cores"
 
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def run_jobs(jobs, what, out_dir, procs, code):
-    """Run jobs (name, command, the file it leaves when done) in out_dir/<name>/, procs at a time, one thread
-    each, skipping those that are current: a job is current when its file exists beside a fingerprint that
-    matches a digest of its command, the code files `code`, the config files it names and torch's version (any
-    change runs it again). Each job's output goes to out_dir/<name>/<what>.log; a failed job stops with one line
-    after the others end."""
-    torch_version = torch.__version__.encode()
-    todo = []
-    for name, cmd, done in jobs:
-        digest = hashlib.sha256(" ".join(cmd).encode() + torch_version)
-        for f in tuple(code) + tuple(a for a in cmd if a.startswith("config/")):
-            with open(os.path.join(HERE, f), "rb") as fh:
-                digest.update(fh.read())
-        stamp = os.path.join(out_dir, name, f"{what}.fingerprint")
-        if os.path.exists(os.path.join(out_dir, name, done)) and os.path.exists(stamp):
-            with open(stamp) as f:
-                if f.read() == digest.hexdigest():
-                    continue
-        todo.append((name, cmd, stamp, digest.hexdigest()))
-    print(f"{what}: {len(jobs) - len(todo)} of {len(jobs)} current, {len(todo)} to run", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    running, failed = [], []
-    with tqdm(total=len(todo), desc=what, unit="run") as bar:
-        while todo or running:
-            while todo and len(running) < procs:
-                name, cmd, stamp, fp = todo.pop(0)
-                os.makedirs(os.path.join(out_dir, name), exist_ok=True)
-                if os.path.exists(stamp):
-                    os.remove(stamp)
-                log = open(os.path.join(out_dir, name, f"{what}.log"), "w")
-                running.append((subprocess.Popen(cmd, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT),
-                                name, stamp, fp, log, time.time()))
-            time.sleep(1)
-            for job in [j for j in running if j[0].poll() is not None]:
-                proc, name, stamp, fp, log, t0 = job
-                running.remove(job)
-                log.close()
-                if proc.returncode:
-                    failed.append(name)
-                else:
-                    write_atomic(stamp, lambda f: f.write(fp))
-                bar.write(f"{what} {name}: {'FAILED' if proc.returncode else 'done'} in {time.time() - t0:.0f} s")
-                bar.update(1)
-    if failed:
-        raise SystemExit(f"{what} failed for {', '.join(failed)}: see {out_dir}/<run>/{what}.log")
+def table(header, rows):
+    """A markdown table: the header's cells, then a line per row."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])

@@ -2,22 +2,23 @@
 nanoGPT-style configuration: a script keeps its settings as module-level globals, then calls
 
     from configurator import configure
-    config = configure(globals())
+    config, given = configure(globals())
 
 which applies, in order, config files given as plain arguments (python files that assign
 settings, e.g. config/recall.py) and --key=value overrides, and returns the final settings as
-a dict (for logging and checkpoints). An unknown key or a value of the wrong type stops the
-script with one line that names the key. Config files are run as Python code (as in nanoGPT):
-use only your own. The keys a config file or the command line set are kept in the script's
-`_given` (a resume tells a setting given from a default left alone).
+a dict (for logging and checkpoints) and the set of keys a config file or the command line gave
+(a resume tells a setting given from a default left alone). An unknown key or a value of the
+wrong type stops the script with one line that names the key. Config files are run as Python
+code (as in nanoGPT): use only your own.
 
-Each script then checks its settings in one place, a table of constraints:
+Each script then checks its settings in one place, a table of rules:
 
-    check(config, {"learning_rate": (lambda v: v > 0, "must be > 0"), ...})
+    check(config, {"learning_rate": lambda v: v > 0 or "must be > 0", "seed": seed_ok, ...})
 
-stops with one line naming the first setting that breaks its rule ("--learning_rate=-1: must be > 0").
-The helpers below (at_least, ints_at_least, seed_ok, device_ok, dtype_ok, writable_dir, ...) make the common rules;
-they are functions, never tuples: a script's module-level tuple would be taken for one of its settings.
+A rule returns True for a good value, else the reason; check stops with one line naming the first
+setting that breaks its rule ("--learning_rate=-1: must be > 0"). The helpers below (at_least,
+ints_at_least, seed_ok, device_ok, dtype_ok, writable_dir, ...) make the common rules; they are
+functions, never tuples: a script's module-level tuple would be taken for one of its settings.
 """
 import ast
 import difflib
@@ -55,9 +56,10 @@ def override(scope, overrides, where="setting"):
 
 
 def configure(scope, argv=None, quick=None):
-    """quick: the settings of a smoke test, applied first when --quick is given (the rest of the
-    command line still overrides them). A bare --flag of a bool setting is --flag=True."""
-    given = scope.setdefault("_given", set())
+    """The settings after config files and --key=value (argv: sys.argv[1:]), and the keys they gave. quick: the
+    settings of a smoke test, applied first when --quick is given (the rest of the command line still overrides
+    them). A bare --flag of a bool setting is --flag=True."""
+    given = set()
     argv = [f"{a}=True" if a.startswith("--") and isinstance(scope.get(a[2:]), bool) else a
             for a in (sys.argv[1:] if argv is None else argv)]
     if quick is not None and "--quick=True" in argv:
@@ -92,7 +94,7 @@ def configure(scope, argv=None, quick=None):
             given.update(k for k in assigned if not k.startswith("_"))
             continue
         key, sep, text = arg[2:].partition("=")
-        if not sep:
+        if not sep and key in _settings(scope):  # else an unknown key says so below
             raise SystemExit(f"{arg}: write settings as --key=value")
         try:
             value = ast.literal_eval(text)
@@ -100,36 +102,35 @@ def configure(scope, argv=None, quick=None):
             value = text  # a bare word is a string
         override(scope, {key: value}, arg)
         given.add(key)
-    return _settings(scope)
+    return _settings(scope), given
 
 
-# --- the table of constraints: check(config, {key: (rule, what)}) ---
+# --- the table of rules: check(config, {key: rule}) ---
 
 def check(config, rules):
-    """Stop with one line at the first setting that breaks its rule: rules maps a key to (rule, what),
-    rule(value) -> bool (an exception counts as broken: a tuple of strings where numbers belong), what the
-    text after "--key=value: ", e.g. "must be >= 1". A rule may also return a str: the text after
-    "--key=value: " (or, starting with "--", the whole line)."""
-    for key, (rule, what) in rules.items():
+    """Stop with one line at the first setting that breaks its rule: rule(value) is True for a good value, else the
+    reason, shown as "--key=value: reason". A rule that raises (a string where a number belongs) refuses the value."""
+    for key, rule in rules.items():
         value = config[key]
         try:
-            ok = rule(value)
+            verdict = rule(value)
         except Exception:
-            ok = False
-        if ok is True or (ok and not isinstance(ok, str)):
-            continue
-        shown = repr(value) if isinstance(value, str) and (not value or value != value.strip()) else value
-        raise SystemExit(ok if isinstance(ok, str) and ok.startswith("--")
-                         else f"--{key}={shown}: {ok if isinstance(ok, str) else what}")
+            verdict = "not a value this setting takes"
+        if verdict is not True:
+            shown = repr(value) if isinstance(value, str) and (not value or value != value.strip()) else value
+            raise SystemExit(f"--{key}={shown}: {verdict}")
 
 
-def is_int(v):
-    return type(v) is int
+def at_least(low, why=""):
+    """A finite int or float >= low (1e999 reads as inf: no setting means that); why: said after "must be >= low"."""
+    return lambda v: ((type(v) is int or type(v) is float and math.isfinite(v)) and v >= low
+                      or f"must be >= {low}{why}")
 
 
-def at_least(low):
-    """A finite int or float >= low (1e999 reads as inf: no setting means that)."""
-    return lambda v: (type(v) is int or type(v) is float and math.isfinite(v)) and v >= low
+def ints_at_least(low, what, empty=False):
+    """A tuple or list of ints >= low (empty only if allowed); what: the reason shown otherwise."""
+    return lambda v: (isinstance(v, (tuple, list)) and (empty or len(v) > 0)
+                      and all(type(x) is int and x >= low for x in v) or what)
 
 
 def seed_ok(v):
@@ -140,12 +141,6 @@ def seed_ok(v):
 def seeds_ok(v):
     return (isinstance(v, (tuple, list)) and len(v) > 0 and all(seed_ok(s) is True for s in v)
             or "seeds, a tuple of at least one int from 0 to 2**63 - 1, like (1337, 1, 2)")
-
-
-def ints_at_least(low, empty=False):
-    """A tuple or list of ints >= low (empty only if allowed)."""
-    return lambda v: isinstance(v, (tuple, list)) and (empty or len(v) > 0) and all(type(x) is int and x >= low
-                                                                                      for x in v)
 
 
 def device_ok(device):

@@ -17,7 +17,6 @@ import recall
 DATASETS = ("openwebtext", "fineweb", "text", "stdlib", "recall")
 # what must match between the data a checkpoint was trained on and the data it is read with
 SAME_DATA = ("tokenizer", "vocab_size", "eot", "itos", "sample_len")
-RECALL_KEYS = ("itos", "sample_len", "seg_len", "n_seg", "question", "value_ids")
 
 
 def remake(data_dir, meta=None):

@@ -1,35 +1,13 @@
 """
-How samples are read, and what is measured on them: val loss by segment index (memory carried or
-reset), recall accuracy by distance. Used by train.py and eval_ckpt.py.
+What is measured on samples read as in training (training.read_samples): val loss by segment index
+(memory carried or reset), recall accuracy by distance. Used by train.py and lab/eval_ckpt.py.
 """
-import sys
-
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 import recall
-
-
-def read_samples(model, x, y, seg_len, carry=True, bptt=0, ltm_size=None, recompute=False):
-    """
-    How a batch of samples (B, n_seg * seg_len) is read, in training and in every evaluation. memoGPT:
-    segment by segment, its memory carried across (bptt, ltm_size, recompute: as in GPT.forward; the
-    memory after the sample is not kept, so its last write is skipped). The plain GPT (mem_len=0): the
-    whole sample as one window if it fits its block_size, else each segment as its own window (the
-    segment a token is in: what memoGPT's tokens attend to besides the memory). carry=False: each
-    segment alone, from an empty memory, for either. model may be wrapped (DDP, torch.compile): it is
-    called, never reached into. Returns logits, loss.
-    """
-    B, T = x.shape
-    cfg = getattr(model, "module", model).config
-    if carry and cfg.mem_len > 0:
-        logits, loss, _ = model(x, y, bptt=bptt, ltm_size=ltm_size, recompute=recompute, need_mem=False)
-        return logits, loss
-    window = T if carry and T <= cfg.block_size else seg_len
-    logits, loss, _ = model(x.reshape(-1, window), None if y is None else y.reshape(-1, window),
-                            recompute=recompute, need_mem=False)
-    return logits.view(B, T, -1), loss
+from training import read_samples
 
 
 @torch.no_grad()
@@ -42,6 +20,30 @@ def segment_loss_sums(model, x, y, seg_len, carry=True, ltm_size=None):
     n_seg = x.size(1) // seg_len
     return (loss.view(-1, n_seg, seg_len).sum((0, 2)).cpu(),
             valid.view(-1, n_seg, seg_len).sum((0, 2)).cpu())
+
+
+@torch.no_grad()
+def val_losses(model, batches, seg_len, with_reset, ctx, ltm_size=None):
+    """The val loss over batches [(x, y), ...], and by segment index (None where a segment has no target);
+    with_reset: also with every segment read alone (the memory reset before it), and the gain, reset minus carried:
+    what the memory (or a plain GPT's longer window) carries, on the same batches. ctx: autocast."""
+    carries = (True, False) if with_reset else (True,)
+    sums, counts = torch.zeros(len(carries), batches[0][0].size(1) // seg_len), 0
+    for x, y in batches:
+        for i, carry in enumerate(carries):
+            with ctx:
+                loss_sums, counts_now = segment_loss_sums(model, x, y, seg_len, carry, ltm_size=ltm_size)
+            sums[i] += loss_sums
+        counts += counts_now
+
+    def by_segment(sums):
+        return [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]
+
+    out = {"val_loss": (sums[0].sum() / counts.sum()).item(), "val_loss_by_segment": by_segment(sums[0])}
+    if with_reset:
+        out["val_loss_by_segment_reset"] = by_segment(sums[1])
+        out["memory_gain_by_segment"] = by_segment(sums[1] - sums[0])
+    return out
 
 
 @torch.no_grad()
@@ -66,12 +68,3 @@ def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm_size=N
         hits.index_add_(0, distance, right)
         counts.index_add_(0, distance, torch.ones_like(right))
     return {d: (hits[d] / counts[d]).item() for d in range(meta["n_seg"]) if counts[d] > 0}
-
-
-def warn_if_memory_never_read(ckpt, path):
-    """One line on stderr for a memoGPT checkpoint trained on one segment per sample (n_seg 1, no
-    curriculum): its memory was written, never read back."""
-    cfg = ckpt.get("config", {})
-    if ckpt["model_args"]["mem_len"] and max((*cfg.get("curriculum", ()), cfg.get("n_seg", 2))) == 1:
-        print(f"warning: {path} was trained on one segment per sample (n_seg=1, no curriculum): its memory was "
-              "never read in training", file=sys.stderr)

@@ -26,7 +26,6 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from common import load_checkpoint
 from memory import Memory, key_ages, segment_mask
 from stream import Stream
 
@@ -161,22 +160,19 @@ class GPT(nn.Module):
             self.mem_init = nn.Parameter(torch.zeros(M, C))   # m_0, the STM before anything is read
             self.mem_read = nn.Parameter(torch.zeros(M, C))   # per-slot embedding of R
             self.mem_write = nn.Parameter(torch.zeros(M, C))  # per-slot embedding of W
-            # the write is normalised, so the STM stays bounded over any number of segments;
-            # its own LayerNorm leaves ln_f to the LM head
+            # the write is normalised, so the STM stays bounded over any number of segments (ln_f is the LM head's)
             self.ln_mem = LayerNorm(C, bias=config.bias)
             self.mem_gate = nn.Linear(C, 1, bias=False)  # the gate's content term: what the write holds
             self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
-            # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a
-            # slope (not a table) fits any LTM size with the same weights
+            # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
+            # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
-        # GPT-2's std 0.02 is for 768 dims:
-        # scaled with the width, attention starts as sharp at any width
+        # GPT-2's std 0.02 is for 768 dims: scaled with the width, attention starts as sharp at any width
         self.init_std = 0.02 * math.sqrt(768 / config.n_embd)
         self.apply(self._init_weights)
         for pn, p in self.named_parameters():  # GPT-2: scaled init of the residual projections
             if pn.endswith("c_proj.weight"):
-                torch.nn.init.normal_(p, mean=0.0,
-                                      std=self.init_std / math.sqrt(2 * config.n_layer))
+                torch.nn.init.normal_(p, mean=0.0, std=self.init_std / math.sqrt(2 * config.n_layer))
         self._init_memory()
 
     def _init_weights(self, module):
@@ -196,11 +192,10 @@ class GPT(nn.Module):
         for p in (self.mem_init, self.mem_read, self.mem_write):
             torch.nn.init.normal_(p, mean=0.0, std=scale)
         self.ln_mem.weight.fill_(scale)
-        # every slot starts open, keeping sigmoid(-2) = 0.12 of its STM per segment, whatever it
-        # reads: slots that kept most of it (timescales of 8-32 segments) let in too little of a
-        # segment for the reading to learn, and some seeds never learned (RESULTS.md, issue 40).
-        # The content term, from zero, learns where to hold: a slot can close on filler and open
-        # on a fact
+        # every slot starts open, keeping sigmoid(-2) = 0.12 of its STM per segment, whatever it reads: slots that
+        # kept most of it (timescales of 8-32 segments) let in too little of a segment for the reading to learn, and
+        # some seeds never learned (RESULTS.md, issue 40). The content term, from zero, learns where to hold: a slot
+        # can close on filler and open on a fact
         torch.nn.init.zeros_(self.mem_gate.weight)
         self.mem_keep.fill_(-2.0)
 
@@ -217,39 +212,40 @@ class GPT(nn.Module):
         positions = torch.arange(pos, pos + idx.size(1), dtype=torch.long, device=idx.device)
         return self.transformer.wte(idx) + self.transformer.wpe(positions)
 
-    def segment_step(self, tok, mem=None, past=None, read=False, write=None, ltm_size=None):
+    def segment_step(self, tok_emb, mem=None, past=None, add_read=False, write_segment=None, ltm_size=None):
         """
         The one step every reading goes through: new rows of a segment, through the block stack,
         against the keys/values `past` the segment holds so far (per layer (2, B, nh, P, hs),
         or None):
 
-            [ R (if read) | tok (B, t, C), embedded | W (if write) ]
+            [ R (if add_read) | tok_emb: the new tokens, embedded (B, t, C) | W (if write_segment) ]
 
         Training reads a whole segment at once (past = the LTM). Streaming reads R when a segment
         begins, then token chunks, then W when it is full (past = its cache). The plain GPT reads
-        tokens only. write: the whole segment's embedded rows (B, S, C), which W starts from.
+        tokens only. write_segment: the whole segment, embedded (B, S, C), when its W rows are to
+        write the memory (they start from its parts); None: no W rows.
         Returns the tokens' hidden states, the new rows' per-layer (k, v), and the memory: after a
         write updated, with ltm_size snapshots kept (None = config.ltm); else as it was.
         """
         M = self.config.mem_len
-        n_read, n_write = (M if read else 0), (0 if write is None else M)
-        rows = [mem.stm + self.mem_read, tok] if read else [tok]
-        if write is not None:
+        n_read, n_write = (M if add_read else 0), (0 if write_segment is None else M)
+        rows = [mem.stm + self.mem_read, tok_emb] if add_read else [tok_emb]
+        if write_segment is not None:
             # write slot j starts from the STM, its own embedding, and the mean of the j-th of M
             # parts of the segment: each slot begins with tokens of its own, not all with one
             # blend of the segment
-            part = F.adaptive_avg_pool1d(write.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
+            part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
             rows.append(mem.stm + self.mem_write + part)
         x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, n_read + t + n_write, C)
-        t, n_past = tok.size(1), 0 if past is None else past[0].size(-2)
+        t, n_past = tok_emb.size(1), 0 if past is None else past[0].size(-2)
         if n_read == n_write == 0 and (n_past == 0 or t == 1):
             mask, is_causal = None, n_past == 0  # tokens alone, or one new token: the fast kernel
         else:
-            mask, is_causal = segment_mask(n_past, n_read, t, n_write, tok.device), False
+            mask, is_causal = segment_mask(n_past, n_read, t, n_write, tok_emb.device), False
         masks = [mask] * len(self.transformer.h)
         # past begins with the LTM: each head adds slope * age
         if mem is not None and mem.snapshots:
-            age = key_ages(len(mem.snapshots), M, n_past + x.size(1), tok.device)  # (n_keys,)
+            age = key_ages(len(mem.snapshots), M, n_past + x.size(1), tok_emb.device)  # (n_keys,)
             bias = [slope.view(-1, 1, 1) * age for slope in self.ltm_age]  # (nh, 1, n_keys)
             masks = bias if mask is None else [b.masked_fill(~mask, float("-inf")) for b in bias]
         kvs = []
@@ -257,7 +253,7 @@ class GPT(nn.Module):
             x, kv = block(x, None if past is None else past[len(kvs)], mask, is_causal,
                           (n_read, n_write))
             kvs.append(kv)
-        if write is not None:
+        if write_segment is not None:
             h = x[:, -M:]  # W's final states (B, M, C)
             # the write is W's normalised final state plus slot j's part of the segment, as is: at
             # init the blocks' random features drown the segment in h, and the part keeps a one-hop
@@ -305,7 +301,7 @@ class GPT(nn.Module):
                 seg = seg + pos_emb[:seg.size(1)]  # positions restart every segment: (B, S, C)
                 # only complete segments are written: a partial last one leaves the memory as it was
                 write = seg.size(1) == cfg.seg_len and (need_mem or start + cfg.seg_len < T)
-                x, _, mem = step(seg, mem, mem.ltm_kv(), read=True, write=seg if write else None,
+                x, _, mem = step(seg, mem, mem.ltm_kv(), add_read=True, write_segment=seg if write else None,
                                  ltm_size=ltm_size)
                 xs.append(x)
             x = torch.cat(xs, dim=1)
@@ -388,20 +384,6 @@ class GPT(nn.Module):
                     block.ln_2_mem.load_state_dict(block.ln_2.state_dict())
             model._init_memory()
         return model
-
-    @classmethod
-    def from_checkpoint(cls, path, device="cpu"):
-        """A model saved by train.py (out_dir/ckpt.pt). Returns the model and the whole
-        checkpoint dict."""
-        ckpt = load_checkpoint(path, device)
-        try:  # torch.compile saves its parameters under an _orig_mod. prefix
-            model = cls(GPTConfig(**ckpt["model_args"]))
-            model.load_state_dict({k.removeprefix("_orig_mod."): v
-                                   for k, v in ckpt["model"].items()})
-        except (RuntimeError, TypeError):
-            raise ValueError(f"{path}: its weights do not fit its model_args (damaged, or written "
-                             "by another version of model.py: train it again)") from None
-        return model.to(device), ckpt
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW; weight decay on the Linear layers' weights, not on embeddings (tokens, positions,

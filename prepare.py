@@ -103,22 +103,22 @@ def resolve(overrides):
     """The defaults above with overrides applied; a mistyped key or value, or one out of its range, stops with one
     line."""
     cfg = override({k: globals()[k] for k in config_keys}, overrides, "prepare")
-    check(cfg, {"dataset": (known_dataset, "")})
+    check(cfg, {"dataset": known_dataset})
     cfg["val_fraction"] = cfg["val_fraction"] or (0.05 if cfg["dataset"] == "stdlib" else 0.0005)
     if cfg["dataset"] == "stdlib" and not cfg["input"]:
         cfg["input"] = sysconfig.get_paths()["stdlib"]  # in the settings: another Python's stdlib is another set
     check(cfg, {
-        "data_dir": (writable_dir("data directory"), ""),
-        "name": (lambda v: not v or (v == os.path.basename(v) and not v.startswith(".")),
-                 "a plain directory name, made under data_dir (no path, not hidden), e.g. recall_long"),
-        **{k: (at_least(1), "must be >= 1") for k in ("shard_size", "num_proc", "seg_len", "n_seg", "n_facts", "n_keys",
-                                                       "n_values", "n_filler", "n_train", "n_val")},
-        "max_docs": (at_least(0), "must be >= 0 (0 = all documents)"),
-        "val_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1): the share of documents that go to val"),
-        "bad_files": (lambda v: v in ("skip", "stop"), "choose skip or stop"),
-        "tokenizer": (lambda v: v in ("gpt2", "bytes") and (cfg["dataset"] != "recall" or v == "gpt2"),
-                      "choose gpt2 or bytes, for a text set (recall has its own)"),
-        "seed": (seed_ok, ""),
+        "data_dir": writable_dir("data directory"),
+        "name": lambda v: (not v or v == os.path.basename(v) and not v.startswith(".")
+                           or "a plain directory name, made under data_dir (no path, not hidden), e.g. recall_long"),
+        **{k: at_least(1) for k in ("shard_size", "num_proc", "seg_len", "n_seg", "n_facts", "n_keys", "n_values",
+                                    "n_filler", "n_train", "n_val")},
+        "max_docs": at_least(0, " (0 = all documents)"),
+        "val_fraction": lambda v: 0 <= v < 1 or "must be in [0, 1): the share of documents that go to val",
+        "bad_files": lambda v: v in ("skip", "stop") or "choose skip or stop",
+        "tokenizer": lambda v: (v in ("gpt2", "bytes") and (cfg["dataset"] != "recall" or v == "gpt2")
+                                or "choose gpt2 or bytes, for a text set (recall has its own)"),
+        "seed": seed_ok,
     })
     return cfg
 
@@ -475,4 +475,4 @@ def prepare_locked(cfg, out_dir, sources):
 
 
 if __name__ == "__main__":
-    prepare(**{k: v for k, v in configure(globals()).items() if k in config_keys})
+    prepare(**{k: v for k, v in configure(globals())[0].items() if k in config_keys})

@@ -85,7 +85,8 @@ def check(cfg):
     if not (1 <= F <= (n_seg - 1) * (S // 3) and S >= max(3, 2 * F) and cfg["n_keys"] >= F
             and min(cfg["n_values"], cfg["n_filler"]) >= 1):
         raise SystemExit("recall needs n_seg >= 2, seg_len >= 3, 1 <= n_facts <= (n_seg-1) * (seg_len//3) questions, "
-                         "the facts in segment 0 (2*n_facts <= seg_len), n_keys >= n_facts and n_values, n_filler >= 1; "
+                         "the facts in segment 0 (2*n_facts <= seg_len), n_keys >= n_facts and n_values, "
+                         "n_filler >= 1; "
                          f"got n_facts={F}, n_seg={n_seg}, seg_len={S}, n_keys={cfg['n_keys']}, "
                          f"n_values={cfg['n_values']}, n_filler={cfg['n_filler']}")
 

@@ -40,11 +40,10 @@ import sys
 import torch
 from tqdm import tqdm
 
-from attention_map import MapStream, plot, table, write_csv
+import checkpoint
 from common import autocast
 from configurator import at_least, check, configure, device_ok, dtype_ok, seed_ok, writable_file
-from evaluate import warn_if_memory_never_read
-from memory import Memory
+from lab.attention_map import MapStream, plot, shares_table, write_csv
 from model import GPT
 from stream import Stream
 from tokenizer import get_tokenizer, gpt2_encoding
@@ -62,7 +61,7 @@ dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.c
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 # memory of a pretrained GPT-2 (--init_from=gpt2*); None = plain GPT-2 (a checkpoint keeps its own)
 mem_len = None
-ltm = None               # also for a checkpoint: the LTM snapshots kept (None = as trained; its size adds no parameters)
+ltm = None               # also for a checkpoint: the LTM snapshots kept (None = as trained; adds no parameters)
 seg_len = None
 # controllable memory (memoGPT only)
 read = ""                # a text file to read into memory before generating
@@ -74,22 +73,22 @@ show_memory = False      # print what the memory holds: per snapshot its segment
 attention_map = ""       # a .png: where each token of the first sample reads from (LTM snapshots, read slots, its
                          # segment); the same numbers in a .csv beside it (without matplotlib, only the .csv)
 attention_layers = "all" # all: a panel per layer | mean: averaged over layers
-config = configure(globals())
+config, given = configure(globals())
 check(config, {
-    "num_samples": (at_least(0), "must be >= 0 (0 = only read, edit, save or show the memory)"),
-    "threads": (at_least(0), "must be >= 0"),
-    "ltm": (lambda v: v is None or (type(v) is int and v >= 0), "the LTM snapshots to keep, an int >= 0"),
-    "mem_len": (lambda v: v is None or (type(v) is int and v >= 1), "memory slots, an int >= 1 (or None)"),
-    "seg_len": (lambda v: v is None or (type(v) is int and v >= 1), "tokens per segment, an int >= 1 (or None)"),
-    "top_k": (lambda v: v is None or (type(v) is int and v >= 1), "an int >= 1, or None for all (1 samples greedily)"),
-    "temperature": (lambda v: 0.01 <= v < math.inf, "must be >= 0.01 and finite (logits divided by less overflow: "
-                    "--top_k=1 samples greedily)"),
-    "max_new_tokens": (at_least(0), "must be >= 0"),
-    "seed": (seed_ok, ""),
-    "drop_snapshot": (lambda v: v is None or type(v) is int, "a snapshot index like 0 or -1"),
-    "device": (device_ok, ""),
-    "dtype": (dtype_ok(device), ""),
-    **{k: (lambda v: isinstance(v, str), "a path") for k in ("read", "load_memory", "save_memory", "attention_map")},
+    "num_samples": at_least(0, " (0 = only read, edit, save or show the memory)"),
+    "threads": at_least(0),
+    "ltm": lambda v: v is None or type(v) is int and v >= 0 or "the LTM snapshots to keep, an int >= 0",
+    "mem_len": lambda v: v is None or type(v) is int and v >= 1 or "memory slots, an int >= 1 (or None)",
+    "seg_len": lambda v: v is None or type(v) is int and v >= 1 or "tokens per segment, an int >= 1 (or None)",
+    "top_k": lambda v: v is None or type(v) is int and v >= 1 or "an int >= 1, or None for all (1 samples greedily)",
+    "temperature": lambda v: 0.01 <= v < math.inf or ("must be >= 0.01 and finite (logits divided by less overflow: "
+                                                      "--top_k=1 samples greedily)"),
+    "max_new_tokens": at_least(0),
+    "seed": seed_ok,
+    "drop_snapshot": lambda v: v is None or type(v) is int or "a snapshot index like 0 or -1",
+    "device": device_ok,
+    "dtype": dtype_ok(device),
+    **{k: lambda v: isinstance(v, str) or "a path" for k in ("read", "load_memory", "save_memory", "attention_map")},
 })
 if threads:
     torch.set_num_threads(threads)
@@ -146,9 +145,9 @@ if init_from == "resume" and fixed:
 try:
     if init_from == "resume":
         ckpt_path = os.path.join(out_dir, "ckpt.pt")
-        model, checkpoint = GPT.from_checkpoint(ckpt_path, device)
-        meta = checkpoint["meta"]
-        warn_if_memory_never_read(checkpoint, ckpt_path)
+        model, ckpt = checkpoint.load_model(ckpt_path, device)
+        meta = ckpt["meta"]
+        checkpoint.warn_if_memory_never_read(ckpt, ckpt_path)
     else:
         model = GPT.from_pretrained(init_from, dropout=0.0, **overrides).to(device)
         enc = gpt2_encoding()
@@ -213,8 +212,8 @@ if attention_map and num_samples < 1:
     raise SystemExit(f"--attention_map pictures the first sample: needs --num_samples >= 1, got {num_samples}")
 if attention_layers not in ("all", "mean"):
     raise SystemExit(f"--attention_layers={attention_layers!r}: all (a panel per layer) or mean (over layers)")
-if num_samples == 0 and "start" in _given:
-    raise SystemExit(f"--start is not used with --num_samples=0 (that only reads, edits, saves or shows the memory): "
+if num_samples == 0 and "start" in given:
+    raise SystemExit("--start is not used with --num_samples=0 (that only reads, edits, saves or shows the memory): "
                      "give --num_samples >= 1 to generate from it")
 if num_samples > 0:  # checked before the (maybe long) reading
     if start.startswith("FILE:"):
@@ -229,7 +228,7 @@ mem = model.empty_memory(1) if asked else None  # None: each sample starts from 
 with torch.no_grad(), ctx:
     if load_memory:
         try:
-            mem = Memory.load(load_memory, model, device, ltm)
+            mem = checkpoint.load_memory(load_memory, model, device, ltm)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(str(e)) from None
         if mem.stm.size(0) != 1:  # every sample starts from it: one memory, not a batch
@@ -254,7 +253,7 @@ with torch.no_grad(), ctx:
         mem = mem.drop_snapshot(drop_snapshot)
     if save_memory:
         try:
-            mem.save(save_memory, model)
+            checkpoint.save_memory(mem, save_memory, model)
         except OSError as e:
             raise SystemExit(f"cannot save the memory to {save_memory}: {e.strerror}") from None
         print(f"saved the memory ({mem.n_seg} segments read, {mem.nbytes():,} bytes) to {save_memory}",
@@ -274,7 +273,7 @@ with torch.no_grad(), ctx:
             print(piece, end="", flush=True)
         print("\n---------------", flush=True)
         if isinstance(stream, MapStream):
-            tab = table(stream, decode, attention_layers)
+            tab = shares_table(stream, decode, attention_layers)
             write_csv(csv_path, tab)
             try:
                 plot(attention_map, tab)

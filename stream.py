@@ -31,15 +31,15 @@ class Stream:
         tokens = 0 if self.tokens is None else self.tokens.numel() * self.tokens.element_size()
         return cache + tokens + (self.mem.nbytes() if self.mem is not None else 0)
 
-    def _step(self, tok, read=False, write=None):
+    def _step(self, tok_emb, add_read=False, write_segment=None):
         """Embedded tokens (maybe none), R or W through segment_step; the cache keeps their
         keys/values."""
-        x, kvs, self.mem = self.model.segment_step(tok, self.mem, self.cache, read, write,
-                                                   self.ltm_size)
+        x, kvs, self.mem = self.model.segment_step(tok_emb, self.mem, self.cache, add_read,
+                                                   write_segment, self.ltm_size)
         new = [torch.stack(kv) for kv in kvs]
         self.cache = (new if self.cache is None
                       else [torch.cat((c, n), dim=3) for c, n in zip(self.cache, new)])
-        self.pos += tok.size(1)
+        self.pos += tok_emb.size(1)
         return x
 
     def _nothing(self):
@@ -50,7 +50,7 @@ class Stream:
         other)."""
         ltm = self.mem.ltm_kv()
         self.cache, self.pos, self.tokens = (None if ltm is None else list(ltm)), 0, None
-        self._step(self._nothing(), read=True)
+        self._step(self._nothing(), add_read=True)
 
     @torch.no_grad()
     def feed(self, idx):
@@ -72,7 +72,7 @@ class Stream:
             idx = idx[:, n:]
             # the segment is full: W writes the memory, the next one begins
             if memo and self.pos == limit:
-                self._step(self._nothing(), write=self.model.embed(self.tokens))
+                self._step(self._nothing(), write_segment=self.model.embed(self.tokens))
                 self._begin_segment()
         return torch.cat(out, dim=1)
 

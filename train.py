@@ -1,20 +1,16 @@
 """
 Train memoGPT (mem_len > 0) or the plain GPT baseline (mem_len = 0), nanoGPT style.
 
-    python train.py config/recall.py                      # CPU quick start, minutes
+    python train.py config/recall.py                      # the CPU quick start, into out-recall/
     python train.py config/recall.py --mem_len=0          # the same without memory
     torchrun --standalone --nproc_per_node=8 train.py config/finetune_memogpt_medium.py
 
-A sample is n_seg segments of seg_len tokens. memoGPT reads it segment by segment from an
-empty memory, with gradients through the memory (bptt segments back, 0 = all); the plain
-GPT reads each segment as its own window (model.read_samples). Long-distance memory is not
-learned at full length from scratch, so a curriculum grows the segments per sample: the
-stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to the end.
-Without --n_seg a memoGPT trains on 2 segments per sample for a quarter of max_iters, then on 4,
-so that what its memory writes is read back (`python train.py --mem_len=32 --ltm=4` trains a memory).
+A sample is n_seg segments of seg_len tokens. memoGPT reads it segment by segment from an empty memory, with
+gradients through the memory (bptt segments back, 0 = all); the plain GPT reads each segment as its own window
+(training.read_samples). Long-distance memory is not learned at full length from scratch, so a curriculum grows the
+segments per sample: the stages `curriculum` (n_seg of each, stage_iters iterations each), then n_seg to the end.
+Without --n_seg a memoGPT trains on 2 segments per sample for a quarter of max_iters, then on 4.
 """
-import glob
-import json
 import math
 import os
 import sys
@@ -23,17 +19,17 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-from torch.distributed import (all_gather_object, all_reduce, barrier, broadcast, destroy_process_group,
-                               init_process_group)
+from torch.distributed import all_reduce, barrier, broadcast, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import (autocast, cannot_write, check_disk, check_memory, cosine_lr, lock_dir, optimizer_step,
-                    settle_new_logs, trim_log, unlock_dir, write_atomic)
+from checkpoint import Run, load_model, resume, rng_states
+from common import autocast, check_disk, check_memory
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
-from evaluate import read_samples, recall_accuracy, segment_loss_sums
+from evaluate import recall_accuracy, val_losses
 from model import GPT, GPTConfig
+from training import cosine_lr, read_samples, stage_at, train_step
 
 # I/O
 out_dir = "out"
@@ -84,32 +80,32 @@ compile = False          # torch.compile the model
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 seed = 1337
 MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
-config = configure(globals())
-# every setting's constraint, in one place: the first one broken stops the run with one line
-POSITIVE, COUNT = (at_least(1), "must be >= 1"), (at_least(0), "must be >= 0")
+config, given = configure(globals())
+# every setting's rule, in one place: the first one broken stops the run with one line
 check(config, {
-    **{k: POSITIVE for k in ("batch_size", "gradient_accumulation_steps", "seg_len", "eval_interval", "eval_iters",
-                             "log_interval", "recall_samples")},
-    **{k: COUNT for k in ("n_seg", "stage_iters", "max_iters", "warmup_iters", "lr_decay_iters", "bptt", "block_size",
-                          "threads")},
-    "curriculum": (ints_at_least(1, empty=True), "the n_seg of the stages before, a tuple of ints >= 1 like (1, 2)"),
-    "learning_rate": (lambda v: 0 < v < math.inf, "must be > 0 and finite"),
-    "min_lr": (lambda v: 0 <= v <= learning_rate, f"must be >= 0 and <= learning_rate ({learning_rate})"),
-    "lr_decay_iters": (lambda v: not decay_lr or v >= warmup_iters,
-                       f"must be >= warmup_iters ({warmup_iters}): the cosine decay follows the warmup"),
-    "weight_decay": COUNT,
-    "beta1": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "beta2": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "grad_clip": (at_least(0), "must be >= 0 (0 = no clipping): a negative norm would step uphill"),
-    "dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "dataset": (lambda v: v and v.strip() == v, "a dataset name under data/, e.g. recall"),
-    "init_from": (lambda v: bool(v), "scratch, resume, gpt2* or a local HF directory"),
-    "overwrite": (lambda v: not (v and init_from == "resume"), "--init_from=resume continues the run in out_dir, "
-                  "--overwrite=True replaces it with a new one: choose one"),
-    "seed": (seed_ok, ""),
-    "device": (device_ok, ""),
-    "dtype": (dtype_ok(device), ""),
-    "out_dir": (writable_dir("output directory"), ""),
+    **{k: at_least(1) for k in ("batch_size", "gradient_accumulation_steps", "seg_len", "eval_interval", "eval_iters",
+                                "log_interval", "recall_samples")},
+    **{k: at_least(0) for k in ("n_seg", "stage_iters", "max_iters", "warmup_iters", "bptt", "block_size", "threads",
+                                "weight_decay")},
+    "curriculum": ints_at_least(1, "the n_seg of the stages before, a tuple of ints >= 1 like (1, 2)", empty=True),
+    "learning_rate": lambda v: 0 < v < math.inf or "must be > 0 and finite",
+    "min_lr": lambda v: 0 <= v <= learning_rate or f"must be >= 0 and <= learning_rate ({learning_rate})",
+    "lr_decay_iters": lambda v: (type(v) is int and v >= 0 and (not decay_lr or v >= warmup_iters)
+                                 or f"must be >= warmup_iters ({warmup_iters}): the cosine decay follows the warmup"),
+    "beta1": lambda v: 0 <= v < 1 or "must be in [0, 1)",
+    "beta2": lambda v: 0 <= v < 1 or "must be in [0, 1)",
+    "grad_clip": at_least(0, " (0 = no clipping): a negative norm would step uphill"),
+    "dropout": lambda v: 0 <= v < 1 or "must be in [0, 1)",
+    "dataset": lambda v: bool(v) and v.strip() == v or "a dataset name under data/, e.g. recall",
+    "init_from": lambda v: bool(v) or "scratch, resume, gpt2* or a local HF directory",
+    "overwrite": lambda v: not (v and init_from == "resume") or (
+        "--init_from=resume continues the run in out_dir, --overwrite=True replaces it with a new one: choose one"),
+    "eval_ltm": lambda v: (v is None or type(v) is int and v >= 0
+                           or "the LTM snapshots kept at evaluation, an int >= 0, for a model with memory"),
+    "seed": seed_ok,
+    "device": device_ok,
+    "dtype": dtype_ok(device),
+    "out_dir": writable_dir("output directory"),
 })
 if threads:
     torch.set_num_threads(threads)
@@ -133,27 +129,13 @@ device_type = "cuda" if device.startswith("cuda") else "cpu"
 ctx = autocast(device_type, dtype)
 
 data_dir = os.path.join("data", dataset)
-# out_dir: a new run never replaces a run it did not make, unless told to (--overwrite=True)
-ckpt_path = os.path.join(out_dir, "ckpt.pt")
-log_path = os.path.join(out_dir, "log.jsonl")
-# a run that replaces another logs beside it until its first checkpoint replaces the old one (if it saves none, the old
-# run stays as it was); the checkpoint names the run, so a kill between the two renames is settled by the next run
-run_id = os.urandom(6).hex()
-new_log = f"{log_path}.{run_id}.new"
-replacing = overwrite and (os.path.exists(ckpt_path) or os.path.exists(log_path))
-if os.path.lexists(ckpt_path) and not os.path.isfile(ckpt_path):
-    raise SystemExit(f"{ckpt_path} is not a file (a directory?): move it away, or choose another --out_dir")
-if init_from != "resume" and not overwrite and (os.path.exists(ckpt_path) or os.path.exists(log_path)):
-    raise SystemExit(f"{out_dir} holds a run ({ckpt_path if os.path.exists(ckpt_path) else log_path}): resume it with "
-                     "--init_from=resume, choose another --out_dir, or replace it with --overwrite=True")
+run = Run(out_dir, init_from == "resume", overwrite)  # a new run never replaces a run unless told to
 try:
     meta = load_meta(data_dir)
     train_data, val_data = open_split(data_dir, meta, "train"), open_split(data_dir, meta, "val", check_ids=True)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 recall = meta["tokenizer"] == "recall"
-if answer_loss and not recall:
-    raise SystemExit(f"answer_loss needs the recall set; {dataset} has no answers")
 
 # model
 ckpt = None
@@ -167,81 +149,80 @@ try:
             check_memory(GPT(gptconf), batch_size, device)
         model = GPT(gptconf)
     elif init_from == "resume":
-        model, ckpt = GPT.from_checkpoint(ckpt_path, device)
+        model, ckpt = load_model(run.ckpt_path, device)
     else:  # pretrained GPT-2 with the memory added on top
         model = GPT.from_pretrained(init_from, dropout=dropout, mem_len=mem_len, ltm=ltm, seg_len=seg_len,
                                     dual_ffn=dual_ffn)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 check_memory(model, batch_size, device)  # a loaded model: its optimizer and attention still to come
-model_args = asdict(model.config)
-if ckpt is not None and differs(ckpt["meta"], meta):
-    trained_on = ckpt.get("config", {}).get("dataset", "?")
-    raise SystemExit(f"{data_dir} is not the data {ckpt_path} was trained on ({', '.join(differs(ckpt['meta'], meta))} "
-                     f"differ; it trained on --dataset={trained_on}): resume on that set as it was, or start a new run "
-                     "in another --out_dir")
-
-
-def asks_other(k):
-    """A model setting given (config file or command line) that the loaded model does not have."""
-    want = (config[k] or seg_len) if k == "block_size" else config[k]
-    return k in _given and want != model_args[k]
-
-
-if init_from != "scratch":  # the loaded model keeps its shape: settings asking for another are refused, not ignored
-    ignored = [k for k in MODEL_SETTINGS if asks_other(k)]
-    if ignored:
-        raise SystemExit(f"{' '.join(f'--{k}={config[k]}' for k in ignored)}: "
-                         f"{ckpt_path if init_from == 'resume' else init_from} has "
-                         f"{', '.join(f'{k}={model_args[k]}' for k in ignored)}, and --init_from={init_from} "
-                         "keeps the model it loads: drop these settings"
-                         + (" (--eval_ltm evaluates it with another LTM size)" if "ltm" in ignored else ""))
-    config.update({k: model_args[k] for k in MODEL_SETTINGS})  # so the checkpoint's config says what was trained
-if eval_ltm is not None and not (type(eval_ltm) is int and eval_ltm >= 0 and model.config.mem_len > 0):
-    raise SystemExit(f"--eval_ltm={eval_ltm!r}: the LTM snapshots kept at evaluation, an int >= 0, for a model with "
-                     f"memory (this one has mem_len={model.config.mem_len})")
-if model.config.mem_len > 0 and model.config.seg_len != seg_len:
-    raise SystemExit(f"the {init_from} model reads segments of {model.config.seg_len} tokens: "
-                     f"pass --seg_len={model.config.seg_len}")
-if model.config.vocab_size < meta["vocab_size"] or seg_len > model.config.block_size:
-    raise SystemExit(f"the {init_from} model (vocab {model.config.vocab_size}, block_size {model.config.block_size}) "
-                     f"cannot read {dataset} (vocab {meta['vocab_size']}) in segments of seg_len={seg_len}")
-if n_seg == 0:  # chosen by the model's mem_len (on a resume the checkpoint's: as the run it resumes chose)
-    # one segment per sample never reads what the memory wrote; memory is learned at distance 1 first,
-    # so 2 segments for a quarter of the run, then 4
-    n_seg = 4 if model_args["mem_len"] else 1
-    if model_args["mem_len"] and not curriculum:
+# from here each model setting is the model's (a loaded model keeps its own: check_run refuses a setting given
+# for another); config keeps what was given until the run is checked
+n_layer, n_head, n_embd, dropout, bias, mem_len, ltm, dual_ffn, block_size = (getattr(model.config, k)
+                                                                              for k in MODEL_SETTINGS)
+n_seg_chosen = n_seg == 0
+if n_seg_chosen:  # by the model's mem_len: one segment per sample never reads what the memory wrote, and memory is
+    # learned at distance 1 first, so 2 segments for a quarter of the run, then 4
+    n_seg = 4 if mem_len else 1
+    if mem_len and not curriculum:
         curriculum, stage_iters = (2,), stage_iters or max(1, max_iters // 4)
-    if model_args["mem_len"] and master:
-        print(f"memoGPT without --n_seg: {' -> '.join(map(str, (*curriculum, n_seg)))} segments per sample, "
-              f"{stage_iters} iterations per stage before the last (--n_seg, --curriculum and --stage_iters choose "
-              "others)")
-config.update(n_seg=n_seg, curriculum=curriculum, stage_iters=stage_iters)  # what the checkpoint says was trained
 stages = (*curriculum, n_seg)
-if recall and (seg_len != meta["seg_len"] or max(stages) > meta["n_seg"]):
-    raise SystemExit(f"{data_dir} holds samples of {meta['n_seg']} segments of {meta['seg_len']} tokens: train with "
-                     f"--seg_len={meta['seg_len']} and n_seg <= {meta['n_seg']}, or remake it with prepare.py")
-if curriculum and stage_iters < 1:
-    raise SystemExit(f"curriculum {curriculum} needs --stage_iters, the iterations of each stage")
-if answer_loss and min(stages) < 2:
-    raise SystemExit(f"with answer_loss, every curriculum stage needs n_seg >= 2 (the first question is in "
-                     f"segment 1), got n_seg stages {stages}")
-try:
-    for split, shards in (("train", train_data), ("val", val_data)):
-        check_room(shards, max(stages) * seg_len, meta["sample_len"] if recall else 0,
-                   f"the {split} split of {data_dir}")
-except ValueError as e:
-    raise SystemExit(str(e)) from None
-# the out_dir is this run's from here: a second run on it stops with one line (a lock left by a dead one is taken over)
-lock = lock_dir(out_dir) if master else None
-if master:
-    for tmp in glob.glob(glob.escape(ckpt_path) + ".*tmp"):
-        os.remove(tmp)  # left by a run killed while saving (the lock says none is saving now)
-    settle_new_logs(log_path, ckpt_path)
-    if ckpt is not None:  # the log as far as the checkpoint: what a killed run logged after its last save goes
-        trim_log(log_path, ckpt["iter_num"])
+
+
+def check_run():
+    """Before any work, the model, the settings and the data against each other: a resume reads the data it was
+    trained on and a loaded model keeps its shape; the model reads the data's segments and vocabulary; every stage's
+    samples fit the data."""
+    loaded = run.ckpt_path if init_from == "resume" else init_from
+    if ckpt is not None and differs(ckpt["meta"], meta):
+        raise SystemExit(f"{data_dir} is not the data {loaded} was trained on ({', '.join(differs(ckpt['meta'], meta))}"
+                         f" differ; it trained on --dataset={ckpt['config'].get('dataset', '?')}): resume on that set "
+                         "as it was, or start a new run in another --out_dir")
+    refused = [k for k in MODEL_SETTINGS if init_from != "scratch" and k in given
+               and getattr(model.config, k) != ((config[k] or seg_len) if k == "block_size" else config[k])]
+    if refused:
+        raise SystemExit(f"{' '.join(f'--{k}={config[k]}' for k in refused)}: {loaded} has "
+                         f"{', '.join(f'{k}={getattr(model.config, k)}' for k in refused)}, and "
+                         f"--init_from={init_from} keeps the model it loads: drop these settings"
+                         + (" (--eval_ltm evaluates it with another LTM size)" if "ltm" in refused else ""))
+    if eval_ltm is not None and not mem_len:
+        raise SystemExit(f"--eval_ltm={eval_ltm}: the LTM snapshots kept at evaluation, an int >= 0, for a model "
+                         "with memory (this one has mem_len=0)")
+    if mem_len and model.config.seg_len != seg_len:
+        raise SystemExit(f"the {init_from} model reads segments of {model.config.seg_len} tokens: "
+                         f"pass --seg_len={model.config.seg_len}")
+    if model.config.vocab_size < meta["vocab_size"] or seg_len > block_size:
+        raise SystemExit(f"the {init_from} model (vocab {model.config.vocab_size}, block_size {block_size}) cannot "
+                         f"read {dataset} (vocab {meta['vocab_size']}) in segments of seg_len={seg_len}")
+    if answer_loss and not recall:
+        raise SystemExit(f"answer_loss needs the recall set; {dataset} has no answers")
+    if recall and (seg_len != meta["seg_len"] or max(stages) > meta["n_seg"]):
+        raise SystemExit(f"{data_dir} holds samples of {meta['n_seg']} segments of {meta['seg_len']} tokens: train "
+                         f"with --seg_len={meta['seg_len']} and n_seg <= {meta['n_seg']}, or remake it with prepare.py")
+    if curriculum and stage_iters < 1:
+        raise SystemExit(f"curriculum {curriculum} needs --stage_iters, the iterations of each stage")
+    if answer_loss and min(stages) < 2:
+        raise SystemExit(f"with answer_loss, every curriculum stage needs n_seg >= 2 (the first question is in "
+                         f"segment 1), got n_seg stages {stages}")
+    try:
+        for split, shards in (("train", train_data), ("val", val_data)):
+            check_room(shards, max(stages) * seg_len, meta["sample_len"] if recall else 0,
+                       f"the {split} split of {data_dir}")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
+check_run()
+# what the checkpoint says was trained
+config.update({k: getattr(model.config, k) for k in MODEL_SETTINGS}, n_seg=n_seg, curriculum=curriculum,
+              stage_iters=stage_iters)
+if n_seg_chosen and mem_len and master:
+    print(f"memoGPT without --n_seg: {' -> '.join(map(str, stages))} segments per sample, {stage_iters} iterations "
+          "per stage before the last (--n_seg, --curriculum and --stage_iters choose others)")
+if master:  # the out_dir is this run's from here
+    run.open(None if ckpt is None else ckpt["iter_num"])
     if not eval_only:  # before the work: a checkpoint is the weights and AdamW's two moments, fp32
-        check_disk(ckpt_path, 12 * sum(p.numel() for p in model.parameters()), "the checkpoint")
+        check_disk(run.ckpt_path, 12 * sum(p.numel() for p in model.parameters()), "the checkpoint")
 model.to(device)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
@@ -250,23 +231,14 @@ scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
 batch_rng = np.random.default_rng(seed)
 iter_num, best_val_loss = 0, float("inf")
 if ckpt is not None:
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-    rng = ckpt["rng"]
-    batch_rng.bit_generator.state = rng["batches"]
-    if len(rng["torch"]) == world:
-        torch.set_rng_state(rng["torch"][rank])
-        if device_type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"][rank])
+    iter_num, best_val_loss = resume(ckpt, optimizer, scaler, batch_rng, rank, world, device_type)
     ckpt = None  # free memory
 raw_model = model
 if compile:
     model = torch.compile(model)
 if ddp:
     # a 1-segment stage skips the write slots (nothing reads them): their parameters get no gradient
-    model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None,
-                find_unused_parameters=model_args["mem_len"] > 0)
+    model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None, find_unused_parameters=mem_len > 0)
 eval_model = model.module if ddp else model
 
 
@@ -274,8 +246,8 @@ def get_lr(it):
     return cosine_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters) if decay_lr else learning_rate
 
 
-def stage_of(it):
-    return min(it // stage_iters, len(curriculum)) if curriculum else 0
+def n_seg_at(it):  # the curriculum: segments per sample at iteration it
+    return stages[stage_at(it, curriculum, stage_iters)]
 
 
 def get_batch(rng, shards, n, segs):
@@ -292,94 +264,27 @@ def get_batch(rng, shards, n, segs):
 
 @torch.no_grad()
 def evaluate(segs):
-    """Val loss and per-segment val loss on fixed val batches; on a text set, a model that reads past a segment
-    (memoGPT, or a plain GPT reading whole samples): also with every segment read alone (memory reset), and the
-    gain, alone minus carried (what the memory, or the longer window, carries); recall accuracy by distance."""
+    """The val loss by segment on fixed val batches; on a text set, a model that reads past a segment (memoGPT, or a
+    plain GPT reading whole samples) also with every segment read alone; on the recall set, accuracy by distance."""
     eval_model.eval()
     rng = np.random.default_rng(seed)  # the same batches every time, apart from the training stream
-    reads_past = model_args["mem_len"] or model_args["block_size"] > seg_len
-    carries = (True, False) if reads_past and not recall else (True,)
-    sums, counts = torch.zeros(len(carries), segs), torch.zeros(segs)
-    for _ in range(eval_iters):
-        x, y = get_batch(rng, val_data, batch_size, segs)
-        for i, carry in enumerate(carries):
-            with ctx:
-                s, c = segment_loss_sums(eval_model, x, y, seg_len, carry, ltm_size=eval_ltm)
-            sums[i] += s
-        counts += c
-    global no_targets
-    no_targets = counts.sum().item() == 0  # the val loss is then nan, and no fault of the learning rate
-
-    def by_segment(sums):
-        return [round(v, 4) if c else None for v, c in zip((sums / counts).tolist(), counts)]
-
-    out = {"val_loss": (sums[0].sum() / counts.sum()).item(), "val_loss_by_segment": by_segment(sums[0])}
-    if len(carries) == 2:
-        out["val_loss_by_segment_reset"] = by_segment(sums[1])
-        out["memory_gain_by_segment"] = by_segment(sums[1] - sums[0])
+    batches = [get_batch(rng, val_data, batch_size, segs) for _ in range(eval_iters)]
+    out = val_losses(eval_model, batches, seg_len, (mem_len or block_size > seg_len) and not recall, ctx, eval_ltm)
     if recall:
         with ctx:
-            acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device,
-                                  ltm_size=eval_ltm)
+            acc = recall_accuracy(eval_model, val_data[0], meta, recall_samples, batch_size, device, ltm_size=eval_ltm)
         out["recall_accuracy"] = {d: round(a, 4) for d, a in acc.items()}
     eval_model.train()
     return out
 
 
-def save_checkpoint():
-    rng = {"batches": batch_rng.bit_generator.state, "torch": [torch.get_rng_state()],
-           "cuda": [torch.cuda.get_rng_state()] if device_type == "cuda" else []}
-    if ddp:  # every process's dropout stream, so a resume continues each exactly
-        for k in ("torch", "cuda"):
-            states = [None] * world
-            all_gather_object(states, rng[k])
-            rng[k] = [s for per_rank in states for s in per_rank]
-    if not master:
-        return
-    state = {"model": raw_model.state_dict(), "model_args": model_args, "optimizer": optimizer.state_dict(),
-             "scaler": scaler.state_dict(), "iter_num": iter_num, "best_val_loss": best_val_loss,
-             "config": config, "meta": meta, "rng": rng, "stage": stage_of(iter_num),
-             "n_seg": stages[stage_of(iter_num)], "run": run_id}
-    os.makedirs(out_dir, exist_ok=True)
-    write_atomic(ckpt_path, lambda f: torch.save(state, f), binary=True)
-    global replacing
-    if replacing:  # the new run has a checkpoint: its log replaces the old run's
-        os.replace(new_log, log_path)
-        replacing = False
-
-
-no_targets = False
-
-
-def kept_note():
-    """What a run that ends early leaves: a replacing run that saved nothing drops its log, the old run stays."""
-    if replacing:
-        if master and os.path.exists(new_log):
-            os.remove(new_log)
-        return f"nothing saved: the run {out_dir} held is kept as it was"
-    return f"the last good checkpoint {ckpt_path} is kept" if os.path.exists(ckpt_path) else "no checkpoint saved"
-
-
-def stop_unless_finite(loss, what):
-    if not math.isfinite(loss):
-        bar.close()
-        kept = kept_note()
-        if no_targets and what == "val loss":
-            raise SystemExit(f"iter {iter_num}: the {eval_iters} val batches of {batch_size} samples hold no target to "
-                             f"score (answer_loss: no question in their first {stages[stage_of(max(iter_num - 1, 0))]} "
-                             f"segments); stopped ({kept}). Raise --eval_iters or --batch_size" if master else 1)
-        wider = {"float16": ", or use dtype=bfloat16/float32", "bfloat16": ", or use dtype=float32"}.get(dtype, "")
-        raise SystemExit(f"iter {iter_num}: {what} is {loss}; stopped ({kept}). "
-                         f"Lower learning_rate or raise warmup_iters{wider}" if master else 1)
-
-
 def log_eval(train_loss, tokens_per_s):
     global best_val_loss
-    segs = stages[stage_of(max(iter_num - 1, 0))]  # the n_seg just trained: at a stage boundary, the one that ended
-    record = {"iter": iter_num, "n_seg": segs, "eval_ltm": model_args["ltm"] if eval_ltm is None else eval_ltm,
+    segs = n_seg_at(max(iter_num - 1, 0))  # the n_seg just trained
+    record = {"iter": iter_num, "n_seg": segs, "eval_ltm": ltm if eval_ltm is None else eval_ltm,
               "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s),
               "elapsed_s": round(time.time() - t_start, 1)}
-    if model_args["mem_len"]:  # how the gates and the LTM's age slopes move (diagnose.py reads a checkpoint's)
+    if mem_len:  # how the gates and the LTM's age slopes move (lab/diagnose.py reads a checkpoint's)
         record["keep"] = [round(k, 4) for k in torch.sigmoid(raw_model.mem_keep).tolist()]
         record["ltm_age"] = [[round(a, 3) for a in layer] for layer in raw_model.ltm_age.tolist()]
     best_val_loss = min(best_val_loss, record["val_loss"])
@@ -388,79 +293,81 @@ def log_eval(train_loss, tokens_per_s):
                + (f", every segment read alone (memory reset) {record['val_loss_by_segment_reset']} (gain "
                   f"{record['memory_gain_by_segment']})" if "memory_gain_by_segment" in record else "")
                + (f", recall accuracy by distance {record['recall_accuracy']}" if recall else ""))
-    try:
-        with open(new_log if replacing else log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    except OSError as e:  # a full disk: one line, the checkpoint as it was
-        raise SystemExit(cannot_write(log_path, e)) from None
-    return record["val_loss"]
+    run.log(record)
+    return record
+
+
+def save_checkpoint():
+    rng = rng_states(batch_rng, device_type, world)  # every process's, so a resume continues each exactly
+    if master:
+        run.save({"model": raw_model.state_dict(), "model_args": asdict(raw_model.config),
+                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "iter_num": iter_num,
+                  "best_val_loss": best_val_loss, "config": config, "meta": meta, "rng": rng,
+                  "stage": stage_at(iter_num, curriculum, stage_iters), "n_seg": n_seg_at(iter_num)})
+
+
+def stop_unless_finite(loss, what, no_targets=False):
+    if not math.isfinite(loss):
+        bar.close()
+        kept = run.kept() if master else ""
+        if no_targets:  # the val loss is then nan, and no fault of the learning rate
+            raise SystemExit(f"iter {iter_num}: the {eval_iters} val batches of {batch_size} samples hold no target to "
+                             f"score (answer_loss: no question in their first {n_seg_at(max(iter_num - 1, 0))} "
+                             f"segments); stopped ({kept}). Raise --eval_iters or --batch_size")
+        wider = {"float16": ", or use dtype=bfloat16/float32", "bfloat16": ", or use dtype=float32"}.get(dtype, "")
+        raise SystemExit(f"iter {iter_num}: {what} is {loss}; stopped ({kept}). "
+                         f"Lower learning_rate or raise warmup_iters{wider}" if master else 1)
 
 
 t_start = time.time()
 if eval_only:
     if master:
         log_eval(None, 0)
-        if replacing:
-            print(kept_note())
-        unlock_dir(lock)
+        run.close()
     raise SystemExit(0)
 if master and iter_num >= max_iters and init_from == "resume":
-    print(f"{ckpt_path} is at iteration {iter_num}, max_iters={max_iters}: nothing to train (raise --max_iters)")
+    print(f"{run.ckpt_path} is at iteration {iter_num}, max_iters={max_iters}: nothing to train (raise --max_iters)")
 if master:  # before the bar starts, on a line of its own
-    n_params = raw_model.get_num_params()
-    print(f"{n_params / 1e6:.2f}M parameters; curriculum n_seg {stages} x {stage_iters} iterations; "
+    print(f"{raw_model.get_num_params() / 1e6:.2f}M parameters; curriculum n_seg {stages} x {stage_iters} iterations; "
           f"{gradient_accumulation_steps * batch_size} samples per iteration", flush=True)
 # no bar in a redirected log (it would be one long line of carriage returns): the evaluation lines show progress
 bar = tqdm(total=max_iters, initial=iter_num, disable=not master or not sys.stderr.isatty(), dynamic_ncols=True)
 train_loss, tokens, t_eval = None, 0, time.time()
 logged = iter_num if init_from == "resume" else -1  # a resumed checkpoint's evaluation is in log.jsonl already
 while True:
-    segs = stages[stage_of(iter_num)]
+    segs = n_seg_at(iter_num)
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != logged:
-        val_loss = log_eval(None if train_loss is None else train_loss.item(), tokens / (time.time() - t_eval)) \
-            if master else 0.0
+        record = (log_eval(None if train_loss is None else train_loss.item(), tokens / (time.time() - t_eval))
+                  if master else {"val_loss": 0.0})
+        val_loss = record["val_loss"]
         if ddp:  # only the master evaluates: the others learn its val loss to stop with it
             val_loss = torch.tensor(val_loss, device=device)
             broadcast(val_loss, 0)
             val_loss = val_loss.item()
-        stop_unless_finite(val_loss, "val loss")
+        stop_unless_finite(val_loss, "val loss", master and all(v is None for v in record["val_loss_by_segment"]))
         if iter_num > 0:
             save_checkpoint()
         tokens, t_eval = 0, time.time()
     if iter_num >= max_iters:
         break
-    lr = get_lr(iter_num)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    # this process's share of the global batch, drawn in full so every process stays in step
+    # the global batch, drawn in full so every process stays in step; this process's micro-batches are its share
     x_all, y_all = get_batch(batch_rng, train_data, gradient_accumulation_steps * batch_size, segs)
-    loss_sum = torch.zeros((), device=device)
-    for micro in range(accum):
-        rows = slice((rank * accum + micro) * batch_size, (rank * accum + micro + 1) * batch_size)
-        if ddp:  # all-reduce the gradients only at the last micro-step
-            model.require_backward_grad_sync = micro == accum - 1
-        with ctx:
-            _, loss = read_samples(model, x_all[rows], y_all[rows], seg_len, bptt=bptt, recompute=recompute)
-        loss = loss / accum
-        loss_sum += loss.detach()
-        scaler.scale(loss).backward()
+    batches = [(x_all[i * batch_size:(i + 1) * batch_size], y_all[i * batch_size:(i + 1) * batch_size])
+               for i in range(rank * accum, (rank + 1) * accum)]
+    train_loss = train_step(model, optimizer, scaler, get_lr(iter_num), grad_clip, batches, ctx=ctx,
+                            loss_of=lambda m, x, y: read_samples(m, x, y, seg_len, bptt=bptt, recompute=recompute)[1])
     if ddp:
-        all_reduce(loss_sum)
-        loss_sum /= world
-    train_loss = loss_sum  # stays on the device until read
-    if iter_num % log_interval == 0:
-        loss_now = train_loss.item()
-        stop_unless_finite(loss_now, "training loss")
-        bar.set_postfix(loss=f"{loss_now:.4f}", n_seg=segs, lr=f"{lr:.1e}")
-    optimizer_step(model, optimizer, scaler, grad_clip)
+        all_reduce(train_loss)
+        train_loss /= world
+    if iter_num % log_interval == 0:  # reading the loss waits for the device
+        stop_unless_finite(train_loss.item(), "training loss")
+        bar.set_postfix(loss=f"{train_loss.item():.4f}", n_seg=segs, lr=f"{get_lr(iter_num):.1e}")
     tokens += x_all.numel()
     iter_num += 1
     bar.update(1)
 bar.close()
 if master:
-    if replacing:  # max_iters=0: nothing saved
-        print(kept_note())
-    unlock_dir(lock)
+    run.close()
 if ddp:
     barrier()  # tearing down while rank 0 still writes the checkpoint aborts the process in gloo (~5% of runs)
     destroy_process_group()

@@ -4,7 +4,7 @@
 #   python sample.py --out_dir=out-stdlib --start=FILE:some.py --read=long.py
 # A sample is 8 segments of 32 bytes; every evaluation logs the val loss by segment with the memory
 # carried and with it reset before every segment (log.jsonl: memory_gain_by_segment), what the memory
-# carries; eval_ckpt.py adds it by reach (from how many segments back it comes). RESULTS.md has the
+# carries; lab/eval_ckpt.py adds it by reach (from how many segments back it comes). RESULTS.md has the
 # measured table beside the plain GPT's, and why segments of 32, 8 slots and no LTM (the ablation).
 out_dir = "out-stdlib"
 dataset = "stdlib"

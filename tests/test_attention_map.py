@@ -7,7 +7,7 @@ from functools import partial
 
 import torch
 
-from attention_map import MapStream, recording
+from lab.attention_map import MapStream, recording
 from memory import Memory
 from model import GPT, GPTConfig
 from stream import Stream

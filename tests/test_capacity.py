@@ -1,4 +1,4 @@
-"""capacity.py's smoke test: `python capacity.py --quick` trains tiny models on the same batches and writes
+"""lab/capacity.py's smoke test: `python -m lab.capacity --quick` trains tiny models on the same batches and writes
 the table."""
 import csv
 import json
@@ -9,12 +9,13 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: scripts run by path
-CAPACITY = os.path.join(ROOT, "capacity.py")
+CAPACITY = [sys.executable, "-m", "lab.capacity"]  # from any directory: the repository on the path
+ENV = {**os.environ, "PYTHONPATH": ROOT}
 
 
 def capacity(cwd, *args, out="out"):
-    proc = subprocess.run([sys.executable, CAPACITY, "--quick", *[f"--out_dir={out}"] * (out != "bench_out/quick"),
-                           *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*CAPACITY, "--quick", *[f"--out_dir={out}"] * (out != "bench_out/quick"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(cwd / out / "capacity.json") as f:
         return proc.stdout, json.load(f)["rows"]
@@ -55,7 +56,7 @@ def test_capacity_without_the_peer(tmp_path):
                                           ("--learning_rate=1e999", "--learning_rate=inf: must be in (0, 1]"),
                                           ("--n_values=1", "--n_values=1: must be >= 2")])
 def test_bad_settings_stop_before_work(tmp_path, arg, message):
-    proc = subprocess.run([sys.executable, CAPACITY, "--quick", arg], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([*CAPACITY, "--quick", arg], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=ENV)
     assert proc.returncode == 1 and proc.stderr == message + proc.stderr[len(message):]
     assert proc.stderr.count("\n") == 1 and not os.listdir(tmp_path)

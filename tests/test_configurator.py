@@ -13,23 +13,25 @@ def one_line(e):
     return msg
 
 
-RULES = {"learning_rate": (lambda v: v > 0, "must be > 0"), "lengths": (ints_at_least(1), "must be >= 1"),
-         "n": (at_least(0), "must be >= 0")}
+RULES = {"learning_rate": lambda v: v > 0 or "must be > 0", "lengths": ints_at_least(1, "must be >= 1"),
+         "n": at_least(0), "name": lambda v: v > 0 or "a positive number"}
 
 
 @pytest.mark.parametrize("bad, message", [
     (dict(learning_rate=-1.0), "--learning_rate=-1.0: must be > 0"),
     (dict(lengths=(0, 64)), "--lengths=(0, 64): must be >= 1"),
-    (dict(lengths=("a",)), "--lengths=('a',): must be >= 1"),  # a rule that raises counts as broken
+    (dict(lengths=("a",)), "--lengths=('a',): must be >= 1"),
     (dict(lengths=()), "--lengths=(): must be >= 1"),
     (dict(n=-5), "--n=-5: must be >= 0"),
+    (dict(name="x"), "--name=x: not a value this setting takes"),  # a rule that raises refuses the value
 ])
 def test_check_names_the_first_broken_setting(bad, message):
-    config = {"learning_rate": 1e-3, "lengths": (1, 2), "n": 0, **bad}
+    """A rule is one function: True for a good value, else the reason."""
+    config = {"learning_rate": 1e-3, "lengths": (1, 2), "n": 0, "name": 1, **bad}
     with pytest.raises(SystemExit) as e:
         check(config, RULES)
     assert one_line(e) == message
-    check({"learning_rate": 1e-3, "lengths": (1, 2), "n": 0}, RULES)  # all good: nothing
+    check({"learning_rate": 1e-3, "lengths": (1, 2), "n": 0, "name": 1}, RULES)  # all good: nothing
 
 
 def test_device_dtype_and_paths(tmp_path):
@@ -68,8 +70,9 @@ def test_given_settings_are_recorded(tmp_path):
     conf = tmp_path / "c.py"
     conf.write_text("n_layer = 1\n")
     scope = {"n_layer": 1, "mem_len": 0, "ltm": 0}
-    configure(scope, [str(conf), "--mem_len=0"])
-    assert scope["_given"] == {"n_layer", "mem_len"}  # given, even at their defaults (a resume must not drop them)
+    config, given = configure(scope, [str(conf), "--mem_len=0"])
+    assert given == {"n_layer", "mem_len"}  # given, even at their defaults (a resume must not drop them)
+    assert config == scope == {"n_layer": 1, "mem_len": 0, "ltm": 0}  # nothing else written into the script
 
 
 def test_quick_preset_comes_first_and_a_bare_flag_is_true():
@@ -77,28 +80,31 @@ def test_quick_preset_comes_first_and_a_bare_flag_is_true():
     a bare --flag of a bool setting is --flag=True; without --quick the preset is not applied."""
     scope = dict(quick=False, out_dir="bench_out", n=8, verbose=False)
     quick = dict(out_dir="bench_out/quick", n=2)
-    config = configure(scope, ["--quick", "--n=3", "--verbose"], quick=quick)
+    config, _ = configure(scope, ["--quick", "--n=3", "--verbose"], quick=quick)
     assert config == dict(quick=True, out_dir="bench_out/quick", n=3, verbose=True)
     scope = dict(quick=False, out_dir="bench_out", n=8, verbose=False)
-    assert configure(scope, ["--n=3"], quick=quick)["out_dir"] == "bench_out"
+    assert configure(scope, ["--n=3"], quick=quick)[0]["out_dir"] == "bench_out"
     with pytest.raises(SystemExit) as e:
         configure(dict(n=8), ["--n"])  # a bare flag of a setting that is not a bool
     assert one_line(e) == "--n: write settings as --key=value"
+    with pytest.raises(SystemExit) as e:
+        configure(dict(n=8), ["--nn"])  # a bare flag of no setting at all
+    assert one_line(e) == "--nn: unknown setting 'nn' (did you mean --n?)"
 
 
 def test_every_refusal_gives_its_reason(tmp_path):
     """An empty path, an infinite number (1e999) and a seed numpy or torch would refuse each stop with a reason;
     a config file that calls exit() stops too, not silently with nothing made."""
     with pytest.raises(SystemExit) as e:
-        check({"out_dir": ""}, {"out_dir": (writable_dir("output directory"), "")})
+        check({"out_dir": ""}, {"out_dir": writable_dir("output directory")})
     assert one_line(e) == "--out_dir='': an empty path: name the output directory"
-    assert not at_least(0)(float("inf")) and not at_least(0)(float("nan")) and at_least(0)(1e300)
+    assert at_least(0)(float("inf")) == at_least(0)(float("nan")) == "must be >= 0" and at_least(0)(1e300) is True
     for bad in (-1, 2**64, 1.5, True):
         with pytest.raises(SystemExit, match="a seed, an int from 0 to 2\\*\\*63 - 1"):
-            check({"seed": bad}, {"seed": (seed_ok, "")})
-    check({"seed": 2**63 - 1, "seeds": (0, 1)}, {"seed": (seed_ok, ""), "seeds": (seeds_ok, "")})
+            check({"seed": bad}, {"seed": seed_ok})
+    check({"seed": 2**63 - 1, "seeds": (0, 1)}, {"seed": seed_ok, "seeds": seeds_ok})
     with pytest.raises(SystemExit, match="--seeds=\\(1, -1\\): seeds, a tuple"):
-        check({"seeds": (1, -1)}, {"seeds": (seeds_ok, "")})
+        check({"seeds": (1, -1)}, {"seeds": seeds_ok})
     for code in ("0", "None", "'bye'"):
         conf = tmp_path / "exits.py"
         conf.write_text(f"n_layer = 2\nraise SystemExit({code})\n")

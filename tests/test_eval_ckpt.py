@@ -1,4 +1,4 @@
-"""eval_ckpt.py's smoke test: `python eval_ckpt.py --quick` on a tiny checkpoint of the train.py format (random
+"""lab/eval_ckpt.py's smoke test: `python -m lab.eval_ckpt --quick` on a tiny checkpoint of the train.py format (random
 weights) on a small recall set and on a text set writes sane tables; bad input stops with one line before any work."""
 import json
 import os
@@ -14,7 +14,7 @@ import prepare
 from model import GPT, GPTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: scripts run by path
-EVAL = os.path.join(ROOT, "eval_ckpt.py")
+EVAL = os.path.join(ROOT, "lab", "eval_ckpt.py")
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def quick(tmp_path_factory):
     torch.save(dict(model=model.state_dict(), model_args=asdict(model.config), meta=meta,
                     config=dict(dataset="recall", seg_len=16, n_seg=meta["n_seg"], answer_loss=False)),
                tmp / "ckpt.pt")
-    proc = subprocess.run([sys.executable, EVAL, "--quick", "--ckpt=ckpt.pt", "--out_dir=out"], cwd=tmp,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "lab.eval_ckpt", "--quick", "--ckpt=ckpt.pt", "--out_dir=out"],
+                          cwd=tmp, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp / "out" / "eval_ckpt.json") as f:
         return proc.stdout, json.load(f), tmp
@@ -66,7 +66,7 @@ def test_evaluate_checkpoint_is_importable(quick, monkeypatch):
     """A script that holds the model gets the same result dict from evaluate_checkpoint as the command line."""
     _, results, tmp = quick
     monkeypatch.chdir(tmp)
-    import eval_ckpt
+    from lab import eval_ckpt
     model, ck, meta, val = eval_ckpt.load("ckpt.pt", "cpu")
     r = eval_ckpt.evaluate_checkpoint(model, ck, meta, val, dict(eval_ckpt.QUICK, longer=(), stable_segments=10))
     assert [row["loss_by_segment"] for row in r["rows"]] == [row["loss_by_segment"] for row in results["rows"]]
@@ -98,7 +98,7 @@ def test_unreadable_checkpoint_stops_with_one_line(quick, monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize("args, message", [(["--ckpt=nowhere.pt"], "no checkpoint at nowhere.pt"),
-                                           ([], "python eval_ckpt.py --ckpt="),
+                                           ([], "python -m lab.eval_ckpt --ckpt="),
                                            (["--ckpt=nowhere.pt", "--ltm_sizes=(-1,)"], "need ltm_sizes"),
                                            (["--ckpt=nowhere.pt", "--eval_batch=0"], "eval_batch"),
                                            (["--ckpt=nowhere.pt", "--ltms=(0, 1)"], "unknown setting 'ltms'")])
@@ -115,8 +115,8 @@ def test_text_checkpoint_has_a_memory_reset_row(quick, tmp_path, monkeypatch, ca
     samples (segment 0 reads an empty memory either way); the recall set keeps its accuracy by distance instead."""
     assert quick[1]["reset"] is None and quick[1]["reach"] is None
     (tmp_path / "docs").mkdir()
-    for name in ("model.py", "memory.py", "eval_ckpt.py"):
-        (tmp_path / "docs" / f"{name}.txt").write_text(open(os.path.join(ROOT, name)).read())
+    for name in ("model.py", "memory.py", "lab/eval_ckpt.py"):
+        (tmp_path / "docs" / f"{os.path.basename(name)}.txt").write_text(open(os.path.join(ROOT, name)).read())
     meta = prepare.prepare(dataset="text", input=str(tmp_path / "docs" / "*.txt"), data_dir=str(tmp_path / "data"),
                            tokenizer="bytes", val_fraction=0.5)
     torch.manual_seed(0)

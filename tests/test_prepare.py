@@ -1,7 +1,5 @@
 """Tests for prepare.py and the recall task (recall.py): offline, on small data the tests write."""
 import glob
-import hashlib
-import io
 import json
 import os
 import re
@@ -9,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tarfile
 
 import numpy as np
 import pytest

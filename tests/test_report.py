@@ -1,4 +1,4 @@
-"""report.py checks every setting before its hour of work (the work itself is the runs it reuses: not run here)."""
+"""lab/report.py checks every setting before its hour of work (the work itself is the runs it reuses: not run here)."""
 import os
 import runpy
 import sys
@@ -20,6 +20,6 @@ def test_bad_settings_stop_before_any_work(tmp_path, monkeypatch, arg, message):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["report.py", arg])
     with pytest.raises(SystemExit) as e:
-        runpy.run_path(os.path.join(ROOT, "report.py"), run_name="__main__")
+        runpy.run_path(os.path.join(ROOT, "lab", "report.py"), run_name="__main__")
     assert str(e.value) == message
     assert os.listdir(tmp_path) == ["afile"]  # no run started, no set prepared

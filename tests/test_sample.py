@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import save_file
 
 import recall
-from attention_map import MapStream
+from checkpoint import load_memory, save_memory
+from lab.attention_map import MapStream
 from memory import Memory
 from model import GPT, GPTConfig
 from stream import Stream
@@ -172,7 +173,7 @@ def test_read_save_load_edit_memory(out, tmp_path, capsys):
     run(*common, f"--read={out_dir}/doc.txt", f"--save_memory={mem_file}", "--show_memory=True")
     with_doc = greedy(model, 2 * S, mem)
     assert capsys.readouterr().out == mem.describe(S) + "\n" + with_doc + SEP
-    saved = Memory.load(mem_file, model)
+    saved = load_memory(mem_file, model)
     torch.testing.assert_close(saved.stm, mem.stm, rtol=0, atol=1e-6)
     torch.testing.assert_close(saved.snapshots, mem.snapshots, rtol=0, atol=1e-6)
 
@@ -187,7 +188,7 @@ def test_read_save_load_edit_memory(out, tmp_path, capsys):
     run(f"--out_dir={out_dir}", f"--load_memory={mem_file}", "--drop_snapshot=0", f"--save_memory={edited}",
         "--num_samples=0")
     assert capsys.readouterr().out == ""
-    dropped = Memory.load(edited, model)
+    dropped = load_memory(edited, model)
     assert dropped.n_seg == 4 and len(dropped.snapshots) == 1 and torch.equal(dropped.snapshots[0], saved.snapshots[1])
 
 
@@ -215,8 +216,8 @@ def test_ltm_for_a_checkpoint(out, tmp_path, capsys):
 
 def test_clear_errors(out, tmp_path):
     out_dir, model, _ = out
-    tiny(mem_len=2).empty_memory(1).save(tmp_path / "other.pt", tiny(mem_len=2))
-    Memory(torch.zeros(1, 3, 32), [], 0).save(tmp_path / "bad_stm.pt", model)  # a valid header, a wrong STM
+    save_memory(tiny(mem_len=2).empty_memory(1), tmp_path / "other.pt", tiny(mem_len=2))
+    save_memory(Memory(torch.zeros(1, 3, 32), [], 0), tmp_path / "bad_stm.pt", model)  # a valid header, a wrong STM
     (tmp_path / "junk.pt").write_bytes(b"not a memory")
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x01")
     plain = write_checkpoint(tmp_path / "plain", tiny(mem_len=0))
@@ -284,7 +285,7 @@ def test_attention_map_without_matplotlib(out, tmp_path, monkeypatch, capsys):
     run(f"--out_dir={out_dir}", f"--load_memory={mem_file}", f"--start={PROMPT}", "--num_samples=1",
         f"--max_new_tokens={2 * S}", "--top_k=1", f"--attention_map={tmp_path}/attn.png")
     printed = capsys.readouterr()
-    mem = Memory.load(mem_file, model)
+    mem = load_memory(mem_file, model)
     assert printed.out == greedy(model, 2 * S, mem) + SEP
     assert printed.err.strip().splitlines()[-1] == (
         f"attention map of the first sample's {3 + 2 * S} tokens: {tmp_path}/attn.csv only (matplotlib is not "
@@ -402,28 +403,28 @@ def test_a_damaged_memory_file_is_refused(out, tmp_path, edit, message):
     out_dir, model, doc = out
     with torch.no_grad():
         mem = model(torch.tensor([doc + [META["eot"]] * (4 * S - len(doc))]))[2]
-    mem.save(tmp_path / "mem.pt", model)
+    save_memory(mem, tmp_path / "mem.pt", model)
     state = torch.load(tmp_path / "mem.pt", weights_only=True)
     edit(state)
     torch.save(state, tmp_path / "mem.pt")
     with pytest.raises(ValueError) as e:
-        Memory.load(tmp_path / "mem.pt", model)
+        load_memory(tmp_path / "mem.pt", model)
     assert f"memory file {tmp_path}/mem.pt is damaged ({message}): read the document again" == str(e.value)
 
 
 def test_attention_map_py_is_a_library(tmp_path):
     import subprocess
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "attention_map.py"), "--foo=1"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and r.stderr.startswith("attention_map.py is a library") and r.stderr.count("\n") == 1
+    r = subprocess.run([sys.executable, "-m", "lab.attention_map", "--foo=1"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 1 and r.stderr.startswith("lab/attention_map.py is a library") and r.stderr.count("\n") == 1
 
 
 def test_a_memory_file_of_a_batch_is_refused_where_one_is_read(out, tmp_path):
-    """A memory of 3 documents at once passes Memory.load (a batch is a memory too), but sample.py starts every
+    """A memory of 3 documents at once passes load_memory (a batch is a memory too), but sample.py starts every
     sample from one: it stops with one line, not in the sampling."""
     out_dir, model, _ = out
-    model.empty_memory(3).save(tmp_path / "batch.pt", model)
-    assert Memory.load(tmp_path / "batch.pt", model).stm.size(0) == 3
+    save_memory(model.empty_memory(3), tmp_path / "batch.pt", model)
+    assert load_memory(tmp_path / "batch.pt", model).stm.size(0) == 3
     with pytest.raises(SystemExit) as e:
         run(f"--out_dir={out_dir}", f"--load_memory={tmp_path}/batch.pt", f"--start={PROMPT}", "--num_samples=1")
     assert str(e.value) == (f"memory file {tmp_path}/batch.pt holds a batch of 3 memories, sample.py reads one: save "

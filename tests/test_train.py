@@ -14,9 +14,10 @@ import torch
 
 from configurator import configure
 import recall
-from evaluate import read_samples, recall_accuracy, segment_loss_sums
+from evaluate import recall_accuracy, segment_loss_sums
 from model import GPT, GPTConfig
 from prepare import prepare
+from training import read_samples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: scripts run by path
 SEG, NSEG = 8, 3
@@ -40,7 +41,7 @@ def train(monkeypatch, *args):
 
 
 def load(path):
-    return torch.load(path, weights_only=True)  # what train.py saves loads safely (GPT.from_checkpoint does this)
+    return torch.load(path, weights_only=True)  # what train.py saves loads safely (checkpoint.load_model does this)
 
 
 def log(path):

@@ -9,8 +9,12 @@ same weights, on the same val samples:
    the trained length (made on the fly by recall.samples), and the memory over stable_segments
    segments of random tokens (finite, bounded)
 
-    python eval_ckpt.py --ckpt=out/ckpt.pt           # reads data/<its dataset>/ like train.py
-    python eval_ckpt.py --ckpt=out/ckpt.pt --quick   # fewer samples, LTM sizes and segments: seconds
+    python -m lab.eval_ckpt --ckpt=out-recall/ckpt.pt            # the quick start's; data/<its dataset>/
+    python -m lab.eval_ckpt --ckpt=out-recall/ckpt.pt --eval_samples=1000 --eval_batch=100   # README's figures
+    python -m lab.eval_ckpt --ckpt=out-recall/ckpt.pt --quick    # fewer samples, LTM sizes and segments: seconds
+
+Run from the repository root, as train.py is (data/ is found from there). The default 32 val samples are a
+quick look: a recall table is worth quoting on 1000 (report.py's setting).
 
 Results: out_dir/eval_ckpt.json (and recall_longer.png with matplotlib). The functions take the
 settings as a dict (DEFAULTS, any of them overridden), so a script that holds a model can reuse them.
@@ -19,7 +23,6 @@ import datetime
 import json
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -27,11 +30,11 @@ import torch
 from tqdm import tqdm
 
 import recall
-from common import autocast, machine, write_atomic
+from checkpoint import load_model, warn_if_memory_never_read
+from common import autocast, machine, table, write_atomic
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
-from evaluate import recall_accuracy, segment_loss_sums, warn_if_memory_never_read
-from model import GPT
+from evaluate import recall_accuracy, segment_loss_sums
 
 ckpt = ""                # train.py's out_dir/ckpt.pt
 out_dir = "bench_out"
@@ -60,44 +63,44 @@ PAPER_LTM = {0: (4.6479, 5.0664), 1: (4.6488, 5.0271), 2: (4.6448, 5.0397), 4: (
 def load(path, device):
     """The model (eval mode), its checkpoint dict, its data's meta and val shards, data/<its dataset>/ found
     from the working directory as train.py finds it. A problem raises OSError or ValueError, one line."""
-    model, ck = GPT.from_checkpoint(path, device)
-    data_dir = os.path.join("data", ck["config"]["dataset"])
+    model, checkpoint = load_model(path, device)
+    data_dir = os.path.join("data", checkpoint["config"]["dataset"])
     meta = load_meta(data_dir)
     val = open_split(data_dir, meta, "val", check_ids=True)
-    warn_if_memory_never_read(ck, path)
-    if differs(ck["meta"], meta):
+    warn_if_memory_never_read(checkpoint, path)
+    if differs(checkpoint["meta"], meta):
         raise ValueError(f"{data_dir} is not the data {path} was trained on (tokenizer, vocabulary or sample "
-                         "layout differ): run eval_ckpt.py from the directory train.py ran in")
-    cfg = ck["config"]
+                         "layout differ): run lab/eval_ckpt.py from the directory train.py ran in")
+    cfg = checkpoint["config"]
     check_room(val, cfg["n_seg"] * cfg["seg_len"], meta["sample_len"] if meta["tokenizer"] == "recall" else 0,
                f"the val split of {data_dir}")
-    return model.eval(), ck, meta, val
+    return model.eval(), checkpoint, meta, val
 
 
-def amp(s):
-    return autocast("cuda" if s["device"].startswith("cuda") else "cpu", s["dtype"])
+def amp(settings):
+    return autocast("cuda" if settings["device"].startswith("cuda") else "cpu", settings["dtype"])
 
 
 @torch.no_grad()
-def losses(model, x, y, S, s, start=0, **kw):
+def losses(model, x, y, seg_len, settings, start=0, **kw):
     """Val loss by segment from segment `start` on (the memory starts empty there), overall too;
     kw: segment_loss_sums' carry and ltm_size."""
-    n = x.size(1) // S - start
+    n = x.size(1) // seg_len - start
     sums, counts = torch.zeros(n), torch.zeros(n)
-    for i in range(0, len(x), s["eval_batch"]):
-        with amp(s):
-            sm, c = segment_loss_sums(model, x[i:i + s["eval_batch"], start * S:], y[i:i + s["eval_batch"], start * S:],
-                                      S, **kw)
+    for i in range(0, len(x), settings["eval_batch"]):
+        with amp(settings):
+            rows = slice(i, i + settings["eval_batch"])
+            sm, c = segment_loss_sums(model, x[rows, start * seg_len:], y[rows, start * seg_len:], seg_len, **kw)
         sums, counts = sums + sm, counts + c
     by_segment = [sm / c if c else None for sm, c in zip(sums.tolist(), counts.tolist())]
     return dict(loss_by_segment=by_segment, loss=(sums.sum() / counts.sum()).item())
 
 
-def reach_table(model, x, y, S, s, reset):
+def reach_table(model, x, y, seg_len, settings, reset):
     """At segment k, the loss with the memory reset minus with it started empty d segments before: what
     the memory carries from d segments back (None where k < d)."""
-    n_seg = x.size(1) // S
-    started = [losses(model, x, y, S, s, start=j)["loss_by_segment"] for j in range(n_seg)]
+    n_seg = x.size(1) // seg_len
+    started = [losses(model, x, y, seg_len, settings, start=j)["loss_by_segment"] for j in range(n_seg)]
     return {d: [None if k < d else reset["loss_by_segment"][k] - started[k - d][d] for k in range(n_seg)]
             for d in range(1, n_seg)}
 
@@ -112,16 +115,17 @@ def band(d, n):
 
 
 @torch.no_grad()
-def long_recall(model, meta, n_seg, s):
+def long_recall(model, meta, n_seg, settings):
     """Recall accuracy by distance band on samples `longer` times the trained n_seg, made on the fly as prepare.py
     makes the recall set (same keys, values, filler and seg_len), each band the mean over its distances."""
     out = []
-    for k in tqdm(s["longer"], desc="longer samples", leave=False):
+    for k in tqdm(settings["longer"], desc="longer samples", leave=False):
         n = k * n_seg
-        data = recall.samples(s["long_samples"], dict(meta["settings"], n_seg=n), np.random.default_rng(s["seed"] + k))
-        with amp(s):
+        data = recall.samples(settings["long_samples"], dict(meta["settings"], n_seg=n),
+                              np.random.default_rng(settings["seed"] + k))
+        with amp(settings):
             acc = recall_accuracy(model, data.reshape(-1), dict(meta, n_seg=n, sample_len=n * meta["seg_len"]),
-                                  s["long_samples"], s["eval_batch"], s["device"])
+                                  settings["long_samples"], settings["eval_batch"], settings["device"])
         bands = {}
         for d, a in acc.items():
             bands.setdefault(band(d, n_seg), []).append(a)
@@ -130,15 +134,16 @@ def long_recall(model, meta, n_seg, s):
 
 
 @torch.no_grad()
-def stability(model, S, vocab_size, s, chunk=10):
+def stability(model, seg_len, vocab_size, settings, chunk=10):
     """The trained memory over stable_segments segments of random tokens: STM norm (all slots) after every
     chunk of segments, and whether logits, STM and LTM stayed finite."""
-    g = torch.Generator().manual_seed(s["seed"])
+    g = torch.Generator().manual_seed(settings["seed"])
     mem, norms, finite = None, [], True
-    n = s["stable_segments"]
+    n = settings["stable_segments"]
     for _ in tqdm(range(max(1, n // chunk)), desc=f"{n} random segments", leave=False):
-        with amp(s):
-            logits, _, mem = model(torch.randint(vocab_size, (1, chunk * S), generator=g).to(s["device"]), mem=mem)
+        with amp(settings):
+            tokens = torch.randint(vocab_size, (1, chunk * seg_len), generator=g).to(settings["device"])
+            logits, _, mem = model(tokens, mem=mem)
         norms.append(mem.stm.float().norm().item())
         finite = finite and bool(logits.isfinite().all() and mem.stm.isfinite().all()
                                  and all(t.isfinite().all() for t in mem.snapshots))
@@ -147,68 +152,66 @@ def stability(model, S, vocab_size, s, chunk=10):
 
 
 @torch.no_grad()
-def evaluate_checkpoint(model, ck, meta, val, settings=None):
+def evaluate_checkpoint(model, checkpoint, meta, val, settings=None):
     """Everything this script measures, as a dict: loss by segment per LTM size (rows), the memory-reset
     row and reach (text), recall by distance, on longer samples, and stability (recall)."""
-    s = {**DEFAULTS, **(settings or {})}
-    cfg, S, n_seg = ck["config"], ck["config"]["seg_len"], ck["config"]["n_seg"]
+    settings = {**DEFAULTS, **(settings or {})}
+    cfg, seg_len, n_seg = checkpoint["config"], checkpoint["config"]["seg_len"], checkpoint["config"]["n_seg"]
     is_recall, mem_len = meta["tokenizer"] == "recall", model.config.mem_len
-    rows = sample_batch(val, np.random.default_rng(s["seed"]), s["eval_samples"], n_seg * S,
+    rows = sample_batch(val, np.random.default_rng(settings["seed"]), settings["eval_samples"], n_seg * seg_len,
                         meta["sample_len"] if is_recall else 0)
-    x, y = (torch.from_numpy(a).to(s["device"]) for a in inputs_targets(rows, meta, bool(cfg.get("answer_loss"))))
+    x, y = (torch.from_numpy(a).to(settings["device"])
+            for a in inputs_targets(rows, meta, bool(cfg.get("answer_loss"))))
     out = []
-    for k in tqdm(s["ltm_sizes"] if mem_len else (0,), desc="LTM sizes", leave=False):
-        with amp(s):
-            acc = recall_accuracy(model, val[0], meta, s["eval_samples"], s["eval_batch"], s["device"],
-                                  ltm_size=k) if is_recall else {}
-        out.append(dict(ltm=k, **losses(model, x, y, S, s, ltm_size=k), recall_by_distance=acc))
+    for k in tqdm(settings["ltm_sizes"] if mem_len else (0,), desc="LTM sizes", leave=False):
+        with amp(settings):
+            acc = recall_accuracy(model, val[0], meta, settings["eval_samples"], settings["eval_batch"],
+                                  settings["device"], ltm_size=k) if is_recall else {}
+        out.append(dict(ltm=k, **losses(model, x, y, seg_len, settings, ltm_size=k), recall_by_distance=acc))
     # text: what the memory carries, the same samples with it reset before every segment (any ltm: none is kept)
-    reset = losses(model, x, y, S, s, carry=False) if mem_len and not is_recall else None
+    reset = losses(model, x, y, seg_len, settings, carry=False) if mem_len and not is_recall else None
     reads = is_recall and mem_len > 0
-    return dict(mem_len=mem_len, trained_ltm=ck["model_args"]["ltm"], seg_len=S, n_seg=n_seg, dataset=cfg["dataset"],
-                answer_loss=bool(cfg.get("answer_loss")), rows=out, reset=reset,
-                reach=reach_table(model, x, y, S, s, reset) if reset else None,
-                longer=long_recall(model, meta, n_seg, s) if reads else None,
-                stable=stability(model, S, meta["vocab_size"], s) if reads else None)
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+    return dict(mem_len=mem_len, trained_ltm=checkpoint["model_args"]["ltm"], seg_len=seg_len, n_seg=n_seg,
+                dataset=cfg["dataset"], answer_loss=bool(cfg.get("answer_loss")), rows=out, reset=reset,
+                reach=reach_table(model, x, y, seg_len, settings, reset) if reset else None,
+                longer=long_recall(model, meta, n_seg, settings) if reads else None,
+                stable=stability(model, seg_len, meta["vocab_size"], settings) if reads else None)
 
 
 def loss_row(label, r):
     return [label, *("—" if v is None else f"{v:.4f}" for v in r["loss_by_segment"]), f"{r['loss']:.4f}"]
 
 
-def report(r, path, s):
-    """The markdown tables of evaluate_checkpoint's result r for checkpoint path."""
-    s = {**DEFAULTS, **s}
-    rows = r["rows"]
-    print(f"\n## {path}: val loss by segment (seg_len {r['seg_len']}, {s['eval_samples']} samples of "
-          f"{r['dataset']}{', answer tokens only' if r['answer_loss'] else ''}) by LTM size; "
-          f"trained with ltm={r['trained_ltm']}\n")
-    reset = [loss_row("memory reset before every segment", r["reset"])] if r["reset"] else []
-    print(table(["ltm", *range(r["n_seg"]), "mean"], [loss_row(row["ltm"], row) for row in rows] + reset))
-    if r["reach"]:
+def report(result, path, settings):
+    """The markdown tables of evaluate_checkpoint's result for checkpoint path."""
+    settings = {**DEFAULTS, **settings}
+    rows = result["rows"]
+    print(f"\n## {path}: val loss by segment (seg_len {result['seg_len']}, {settings['eval_samples']} samples of "
+          f"{result['dataset']}{', answer tokens only' if result['answer_loss'] else ''}) by LTM size; "
+          f"trained with ltm={result['trained_ltm']}\n")
+    reset = [loss_row("memory reset before every segment", result["reset"])] if result["reset"] else []
+    print(table(["ltm", *range(result["n_seg"]), "mean"], [loss_row(row["ltm"], row) for row in rows] + reset))
+    if result["reach"]:
         print(f"\n## What the memory carries by reach: at segment k, the loss with the memory reset minus with it "
-              f"started empty d segments before (it read segments k-d..k-1; ltm={r['trained_ltm']}). "
+              f"started empty d segments before (it read segments k-d..k-1; ltm={result['trained_ltm']}). "
               "A memory that accumulates gains down every column\n")
-        print(table(["d", *range(r["n_seg"])], [[d, *("" if g is None else f"{g:.4f}" for g in gains)]
-                                                 for d, gains in r["reach"].items()]))
+        print(table(["d", *range(result["n_seg"])], [[d, *("" if g is None else f"{g:.4f}" for g in gains)]
+                                                      for d, gains in result["reach"].items()]))
     if rows[0]["recall_by_distance"]:
         dist = sorted(rows[0]["recall_by_distance"])
         print("\n## Recall accuracy by distance (segments from fact to question)\n")
         print(table(["ltm", *dist], [[row["ltm"], *(f"{row['recall_by_distance'][d]:.3f}" for d in dist)]
                                      for row in rows]))
-    if r["longer"]:
-        bands = list(r["longer"][-1]["by_band"])
-        print(f"\n## Recall on longer samples than trained ({r['n_seg']} segments), by distance band: "
-              f"{s['long_samples']} samples made on the fly, mean over each band's distances, ltm as trained\n")
-        print(table(["segments", *bands], [[f"{row['n_seg']} ({row['times']}x)", *(f"{row['by_band'][b]:.3f}"
-                                            if b in row["by_band"] else "" for b in bands)] for row in r["longer"]]))
-    if r["stable"]:
-        st = r["stable"]
+    if result["longer"]:
+        bands = list(result["longer"][-1]["by_band"])
+        print(f"\n## Recall on longer samples than trained ({result['n_seg']} segments), by distance band: "
+              f"{settings['long_samples']} samples made on the fly, mean over each band's distances, ltm as "
+              "trained\n")
+        print(table(["segments", *bands], [[f"{row['n_seg']} ({row['times']}x)",
+                                            *(f"{row['by_band'][b]:.3f}" if b in row["by_band"] else "" for b in bands)]
+                                           for row in result["longer"]]))
+    if result["stable"]:
+        st = result["stable"]
         print(f"\nAfter {st['segments']:,} segments of random tokens: STM norm {st['stm_norm_min']:.2f}.."
               f"{st['stm_norm_max']:.2f} (first reading {st['stm_norm_first']:.2f}); logits, STM and LTM "
               f"{'all finite' if st['finite'] else 'NOT FINITE'}")
@@ -233,29 +236,29 @@ def plot_longer(longer_rows, path):
 
 
 if __name__ == "__main__":
-    config = configure(globals(), quick=QUICK)
+    config, _ = configure(globals(), quick=QUICK)
     if not ckpt:
-        raise SystemExit("which checkpoint? python eval_ckpt.py --ckpt=out/ckpt.pt (train.py's out_dir/ckpt.pt)")
+        raise SystemExit("which checkpoint? python -m lab.eval_ckpt --ckpt=out-recall/ckpt.pt (train.py's "
+                         "out_dir/ckpt.pt)")
     check(config, {
-        "ckpt": (lambda v: isinstance(v, str), "a checkpoint path"),
-        "ltm_sizes": (ints_at_least(0), "need ltm_sizes, a tuple of at least one LTM size >= 0, like (0, 1, 2)"),
-        **{k: (at_least(1), "must be >= 1") for k in ("eval_samples", "eval_batch", "long_samples",
-                                                      "stable_segments")},
-        "longer": (ints_at_least(1, empty=True), "a tuple of ints >= 1, like (2, 4)"),
-        "threads": (at_least(0), "must be >= 0"),
-        "seed": (seed_ok, ""),
-        "device": (device_ok, ""),
-        "dtype": (dtype_ok(device), ""),
-        "out_dir": (writable_dir("output directory"), ""),
+        "ckpt": lambda v: isinstance(v, str) or "a checkpoint path",
+        "ltm_sizes": ints_at_least(0, "need ltm_sizes, a tuple of at least one LTM size >= 0, like (0, 1, 2)"),
+        **{k: at_least(1) for k in ("eval_samples", "eval_batch", "long_samples", "stable_segments")},
+        "longer": ints_at_least(1, "a tuple of ints >= 1, like (2, 4)", empty=True),
+        "threads": at_least(0),
+        "seed": seed_ok,
+        "device": device_ok,
+        "dtype": dtype_ok(device),
+        "out_dir": writable_dir("output directory"),
     })
     if threads:
         torch.set_num_threads(threads)
     t_start = time.time()
     try:
-        model, ck, meta, val = load(ckpt, device)
+        model, checkpoint, meta, val = load(ckpt, device)
     except (OSError, ValueError) as e:
         raise SystemExit(str(e)) from None
-    result = evaluate_checkpoint(model, ck, meta, val, config)
+    result = evaluate_checkpoint(model, checkpoint, meta, val, config)
     print(f"\n# memoGPT checkpoint: {datetime.date.today()}, {machine(device)}, torch {torch.__version__}, {device}, "
           f"{dtype}, {torch.get_num_threads()} threads")
     report(result, ckpt, config)

@@ -2,15 +2,17 @@
 The memory report: every memory claim README and RESULTS.md make, re-measured on the current code,
 each figure beside its goal with PASS or FAIL.
 
-    python report.py             # trains what is not current, then measures (about an hour on 2 cores)
-    python report.py --quick     # tiny runs in minutes: every part runs, no goal is judged
+    python -m lab.report               # trains what is not current, then measures (~1.5 hours on 2 cores)
+    python -m lab.report --procs=1     # one process at a time: a one-core or shared machine (twice as long)
+    python -m lab.report --quick       # tiny runs in minutes: every part runs, no goal is judged
 
-Runs, each train.py (or capacity.py) into out_dir/<run>/, two processes at a time, one thread each:
+Runs, each train.py (or lab/capacity.py) into out_dir/<run>/, procs processes at a time, one thread each:
 
     recall-s1337, -s1, -s2   config/recall.py, the quick start, 3 seeds
     facts                    config/recall_facts.py, 4 facts at once
     stdlib-s1337, -s1, -s2   config/stdlib.py, real text as bytes, 3 seeds
-    capacity                 capacity.py, memoGPT 8 slots, clustered facts, seed 1337 (the peer's row: PEER)
+    capacity                 lab/capacity.py, memoGPT 8 slots, clustered facts, seed 1337 (the peer's row: its
+                             stored median, lab/peer_capacity.json)
 
 A run is reused when the fingerprint written beside its results matches: a digest of the code that
 makes and reads it, its config file, its arguments and torch's version. Any change trains it again.
@@ -28,8 +30,9 @@ import time
 
 import numpy as np
 
-from common import HERE, machine, run_jobs, write_atomic
+from common import machine, table, write_atomic
 from configurator import at_least, check, configure, seeds_ok, writable_dir
+from lab.jobs import ROOT, run_jobs
 
 out_dir = "report_out"
 quick = False            # tiny runs: checks that every part runs (a bare --quick works too)
@@ -37,23 +40,22 @@ seeds = (1337, 1, 2)     # training seeds of the runs that vary by seed
 procs = 2                # processes at a time, one thread each
 eval_samples = 1000      # recall: val samples per distance table; text: val samples (800 for stdlib)
 # tiny runs, beside the real report, never over it
-config = configure(globals(), quick=dict(out_dir="report_out/quick", seeds=(1337,)))
+config, _ = configure(globals(), quick=dict(out_dir="report_out/quick", seeds=(1337,)))
 check(config, {  # every setting, before the hour of work
-    "out_dir": (writable_dir("output directory"), ""),
-    "seeds": (seeds_ok, ""),
-    "procs": (at_least(1), "must be >= 1"),
-    "eval_samples": (at_least(1), "must be >= 1"),
+    "out_dir": writable_dir("output directory"),
+    "seeds": seeds_ok,
+    "procs": at_least(1),
+    "eval_samples": at_least(1),
 })
 
-# the peer (lucidrains' recurrent-memory-transformer-pytorch 0.7.0, 8 memory tokens), median of 3 seeds on
-# capacity.py's bench (1, 2, 4, 8, 16 facts), measured 2026-12-02; its code and samples have not changed since
-PEER = {1: 0.504, 2: 0.325, 4: 0.252, 8: 0.156, 16: 0.098}
+with open(os.path.join(ROOT, "lab", "peer_capacity.json")) as f:  # a stored measurement, with its date
+    PEER = {int(n): a for n, a in json.load(f)["accuracy_by_facts"].items()}
 # README's controllable-memory example: a fact, then four segments of filler; the question closes a segment
 DOC = "k7 v0 " + " ".join(f"f{i}" for i in np.random.default_rng(0).integers(32, size=78))
 QUESTION = " ".join(f"f{i}" for i in range(13)) + " ? k7"
-CODE = ("model.py", "memory.py", "stream.py", "train.py", "evaluate.py", "data.py", "recall.py", "common.py",
-        "configurator.py", "prepare.py", "tokenizer.py", "eval_ckpt.py", "capacity.py", "sample.py",
-        "attention_map.py")
+CODE = ("model.py", "memory.py", "stream.py", "train.py", "training.py", "evaluate.py", "checkpoint.py", "data.py",
+        "recall.py", "common.py", "configurator.py", "prepare.py", "tokenizer.py", "sample.py", "lab/eval_ckpt.py",
+        "lab/capacity.py", "lab/attention_map.py")
 QUICK_TRAIN = ["--max_iters=40", "--lr_decay_iters=40", "--eval_interval=40", "--stage_iters=10",
                "--warmup_iters=5", "--eval_iters=2", "--recall_samples=50"]
 
@@ -71,7 +73,7 @@ def jobs_for(stage):
             jobs.append((f"recall-s{s}", py + ["train.py", "config/recall.py", f"--seed={s}"] + quick_train, "ckpt.pt"))
             jobs.append((f"stdlib-s{s}", py + ["train.py", "config/stdlib.py", f"--seed={s}"] + quick_train, "ckpt.pt"))
         jobs.append(("facts", py + ["train.py", "config/recall_facts.py"] + quick_train, "ckpt.pt"))
-        jobs.append(("capacity", py + ["capacity.py", "--mem_lens=(8,)", "--peer_mem_lens=()", "--ceiling=False",
+        jobs.append(("capacity", py + ["-m", "lab.capacity", "--mem_lens=(8,)", "--peer_mem_lens=()", "--ceiling=False",
                                        "--layouts=('clustered',)", "--seeds=(1337,)"]
                      + (["--quick"] if quick else []), "capacity.json"))
         for name, cmd, _ in jobs:
@@ -81,8 +83,8 @@ def jobs_for(stage):
         return jobs
     for name in [f"recall-s{s}" for s in seeds] + ["facts"] + [f"stdlib-s{s}" for s in seeds]:
         n = 800 if name.startswith("stdlib") else eval_samples
-        cmd = py + ["eval_ckpt.py", f"--ckpt={run_dir(name)}/ckpt.pt", f"--out_dir={run_dir(name)}", "--threads=1",
-                    f"--eval_samples={n}", "--eval_batch=100"]
+        cmd = py + ["-m", "lab.eval_ckpt", f"--ckpt={run_dir(name)}/ckpt.pt", f"--out_dir={run_dir(name)}",
+                    "--threads=1", f"--eval_samples={n}", "--eval_batch=100"]
         cmd += ["--quick"] if quick else ["--ltm_sizes=(0,)" if name.startswith("stdlib") else "--ltm_sizes=(0,1,2)"]
         jobs.append((name, cmd, "eval_ckpt.json"))
     return jobs
@@ -93,7 +95,7 @@ def load(name, file="eval_ckpt.json"):
         return json.load(f)
 
 
-def med(values):
+def median_range(values):
     """Median and range of a figure over seeds, as text."""
     m = statistics.median(values)
     return f"{m:.3f}" if len(values) == 1 else f"{m:.3f} ({min(values):.3f}-{max(values):.3f})"
@@ -101,11 +103,6 @@ def med(values):
 
 def verdict(ok):
     return "n/a (quick)" if quick else ("PASS" if ok else "FAIL")
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
 def recall_rows(runs):
@@ -118,8 +115,8 @@ def recall_rows(runs):
     for k, goal in ((trained, 0.95), (0, 0.95)):
         per_d = [[by_ltm(e, k)[d] for e in evals] for d in dist]
         worst = min(statistics.median(v) for v in per_d)
-        rows.append([f"recall by distance {dist[0]}-{dist[-1]}, ltm={k} at evaluation", *(med(v) for v in per_d),
-                     f">= {goal} at every distance", verdict(worst >= goal)])
+        rows.append([f"recall by distance {dist[0]}-{dist[-1]}, ltm={k} at evaluation",
+                     *(median_range(v) for v in per_d), f">= {goal} at every distance", verdict(worst >= goal)])
         goals.append(worst >= goal)
     longer = []
     for times, goal in ((2, 0.95), (4, 0.90), (16, 0.80)):
@@ -129,8 +126,8 @@ def recall_rows(runs):
         far = list(found[0]["by_band"])[-1]  # the farthest band: distances of at least half the sample
         values = [row["by_band"][far] for row in found]
         ok = statistics.median(values) >= goal
-        longer.append([f"{times}x the trained length ({found[0]['n_seg']} segments)", f"distances {far}", med(values),
-                       f">= {goal}", verdict(ok)])
+        longer.append([f"{times}x the trained length ({found[0]['n_seg']} segments)", f"distances {far}",
+                       median_range(values), f">= {goal}", verdict(ok)])
         goals.append(ok)
     st = [e["stable"] for e in evals]
     stable = (f"after {st[0]['segments']:,} segments of random tokens: STM norm "
@@ -149,12 +146,13 @@ def text_rows(runs):
     rise = [g[-1] - g[1] for g in gains]
     mean = [e["rows"][0]["loss"] for e in evals]
     reach = [[e["reach"][str(d)][-1] for e in evals] for d in (1, n_seg - 1)]
-    rows = [["carried minus reset, nats per byte", *(med(v) for v in per_seg), ">= 0.09 on every segment",
+    rows = [["carried minus reset, nats per byte", *(median_range(v) for v in per_seg), ">= 0.09 on every segment",
              verdict(low >= 0.09)]]
-    extra = [["segment 7 minus segment 1", med(rise), "> 0 (the gain rises)", verdict(statistics.median(rise) > 0)],
-             ["segment 7, memory started 1 segment back", med(reach[0]), "", ""],
-             [f"segment 7, memory started {n_seg - 1} segments back", med(reach[1]), "", ""],
-             ["mean val loss, memory carried", med(mean), "", ""]]
+    extra = [["segment 7 minus segment 1", median_range(rise), "> 0 (the gain rises)",
+              verdict(statistics.median(rise) > 0)],
+             ["segment 7, memory started 1 segment back", median_range(reach[0]), "", ""],
+             [f"segment 7, memory started {n_seg - 1} segments back", median_range(reach[1]), "", ""],
+             ["mean val loss, memory carried", median_range(mean), "", ""]]
     return n_seg, rows, extra, [low >= 0.09, statistics.median(rise) > 0]
 
 
@@ -169,7 +167,7 @@ def attention_example(run):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def sample(*extra):
-        r = subprocess.run(base + list(extra), cwd=HERE, env=env, capture_output=True, text=True)
+        r = subprocess.run(base + list(extra), cwd=ROOT, env=env, capture_output=True, text=True)
         if r.returncode:
             raise SystemExit(f"sample.py {' '.join(extra)} failed: {r.stderr.strip()[-500:]}")
         return r.stdout.split("\n---------------")[0].split()[-1] if "---" in r.stdout else ""
@@ -188,9 +186,10 @@ def attention_example(run):
 
 
 t_start = time.time()
-for cmd in (["prepare.py", "--dataset=recall"], ["prepare.py", "--dataset=recall", "--name=recall_facts", "--n_facts=4"],
+for cmd in (["prepare.py", "--dataset=recall"],
+            ["prepare.py", "--dataset=recall", "--name=recall_facts", "--n_facts=4"],
             ["prepare.py", "--dataset=stdlib", "--tokenizer=bytes"]):
-    r = subprocess.run([sys.executable, *cmd], cwd=HERE, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"python {' '.join(cmd)} failed: {r.stderr.strip()[-500:]}")
 run_jobs(jobs_for("train"), "train", out_dir, procs, CODE)
@@ -208,23 +207,24 @@ cap = load("capacity", "capacity.json")["rows"][0]["accuracy"]
 cap_ok = all(cap[str(f)] >= PEER[f] for f in PEER if str(f) in cap)
 goals += text_goals + [facts_acc >= 0.90, cap_ok] + [a == "v0" for a in answers.values()]
 
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True,
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                        text=True).stdout.strip()
+dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                        text=True).stdout.strip()
 head = (f"Measured {datetime.date.today()} at commit {commit}{' (with uncommitted changes)' if dirty else ''}, "
         f"{machine()}, load {os.getloadavg()[0]:.1f}, {len(seeds)} seed(s) {', '.join(map(str, seeds))}; "
-        f"`python report.py{' --quick' if quick else ''}` ({(time.time() - t_start) / 60:.0f} min, checkpoints "
+        f"`python -m lab.report{' --quick' if quick else ''}` ({(time.time() - t_start) / 60:.0f} min, checkpoints "
         "that were current reused).")
 seeds_note = f"median of {len(seeds)} seeds (range)" if len(seeds) > 1 else "one seed"
 md = [f"# Memory report\n\n{head}\n",
       f"## Recall quick start (`python train.py config/recall.py`), {seeds_note}, {eval_samples} val samples\n",
       table(["measure", *dist, "goal", ""], recall_tab), "",
       table(["samples", "band", "exact answers", "goal", ""], longer_tab), "", f"Stability: {stable}.\n",
-      f"## Four facts at once (`python train.py config/recall_facts.py`), one seed\n",
+      "## Four facts at once (`python train.py config/recall_facts.py`), one seed\n",
       table(["measure", *far, "mean", "goal", ""],
             [["exact answers beyond the LTM", *(f"{a:.3f}" for a in far.values()), f"{facts_acc:.3f}", ">= 0.90",
               verdict(facts_acc >= 0.90)]]), "",
-      "## Capacity (`python capacity.py`), memoGPT 8 slots, one seed, beside the peer's stored median\n",
+      "## Capacity (`python -m lab.capacity`), memoGPT 8 slots, one seed, beside the peer's stored median\n",
       table(["model", *(f"{f} facts" for f in PEER), "goal", ""],
             [["memoGPT, 8 slots", *(f"{cap[str(f)]:.3f}" if str(f) in cap else "" for f in PEER),
               "at or above the peer in every cell", verdict(cap_ok)],
@@ -236,7 +236,8 @@ md = [f"# Memory report\n\n{head}\n",
       "## README's controllable-memory example (quick start checkpoint, first seed)\n",
       table(["memory", "answer", "goal", ""], [[k, v, "v0", verdict(v == "v0")] for k, v in answers.items()]), "",
       "Attention of the answer's row (`k7`), by layer:\n",
-      table(["layer", *next(iter(shares.values()))], [[l, *(f"{v:.3f}" for v in s.values())] for l, s in shares.items()]),
+      table(["layer", *next(iter(shares.values()))],
+            [[layer, *(f"{v:.3f}" for v in share.values())] for layer, share in shares.items()]),
       "", f"**{sum(goals)} of {len(goals)} goals PASS**" if not quick else "(quick: no goal judged)"]
 os.makedirs(out_dir, exist_ok=True)
 write_atomic(os.path.join(out_dir, "report.md"), lambda f: f.write("\n".join(md) + "\n"))

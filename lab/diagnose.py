@@ -1,7 +1,7 @@
 """
 What a recall checkpoint's memory holds, and where the answer's gradient goes (why a seed fails):
 
-    python diagnose.py --ckpt=probe_out/s1/ckpt.pt
+    python -m lab.diagnose --ckpt=probe_out/s1/ckpt.pt
 
  - read-out: a linear classifier (multinomial logistic regression) fit on half the val samples and tested on
    the other half, from the STM after each segment to the fact's value (chance 1/n_values), from all slots
@@ -23,17 +23,17 @@ from torch.nn import functional as F
 import recall
 from common import write_atomic
 from configurator import at_least, check, configure, seed_ok, writable_dir
-from eval_ckpt import load
+from lab.eval_ckpt import load
 
 ckpt = ""
 out_dir = ""             # "" = beside the checkpoint
 samples = 2000           # val samples: half fit the read-out, half test it
 seed = 1337
-config = configure(globals())
-check(config, {"ckpt": (bool, "which checkpoint? --ckpt=probe_out/s1/ckpt.pt"),
-               "samples": (at_least(2), "must be >= 2"), "seed": (seed_ok, "")})
+config, _ = configure(globals())
+check(config, {"ckpt": lambda v: bool(v) or "which checkpoint? --ckpt=probe_out/s1/ckpt.pt",
+               "samples": at_least(2), "seed": seed_ok})
 out_dir = out_dir or os.path.dirname(ckpt) or "."
-check(config | dict(out_dir=out_dir), {"out_dir": (writable_dir("output directory"), "")})
+check(config | dict(out_dir=out_dir), {"out_dir": writable_dir("output directory")})
 torch.manual_seed(seed)
 try:
     model, ck, meta, val = load(ckpt, "cpu")

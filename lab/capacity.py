@@ -3,10 +3,10 @@ How many facts the memory holds at once: exact-answer accuracy by number of fact
 peer recurrent memory transformer and the in-context ceiling, every row trained on the same samples with the
 same steps, over several training seeds.
 
-    python capacity.py                   # 4, 8, 16 slots, the peer, the ceiling; 3 layouts x 3 seeds: 45
+    python -m lab.capacity               # 4, 8, 16 slots, the peer, the ceiling; 3 layouts x 3 seeds: 45
                                          # models, ~10-18 min each on one CPU core
-    python capacity.py --layouts="('scattered',)" --seeds="(1337,)" --mem_lens="(8,)"   # one cell
-    python capacity.py --quick           # tiny and short: the smoke test
+    python -m lab.capacity --layouts="('scattered',)" --seeds="(1337,)" --mem_lens="(8,)"   # one cell
+    python -m lab.capacity --quick       # tiny and short: the smoke test
 
 A sample is the recall set's (recall.samples): segment 0 states F key-value facts, each is asked once
 in a random later segment, several questions closing a segment when facts outnumber segments, and
@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -41,9 +42,10 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 import recall
-from common import cosine_lr, optimizer_step, write_atomic
+from common import write_atomic
 from configurator import at_least, check, configure, device_ok, ints_at_least, seeds_ok, writable_dir
 from model import GPT, GPTConfig
+from training import cosine_lr, stage_at, train_step
 
 out_dir = "bench_out"
 quick = False            # tiny and short: the smoke test (a bare --quick works too)
@@ -75,24 +77,24 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 QUICK = dict(out_dir="bench_out/quick", facts=(1, 2), mem_lens=(2,), peer_mem_lens=(2,), seeds=(1337,),
              seg_len=8, n_seg=4, n_layer=1, n_head=2, n_embd=16, batch_size=4, iters=4, stage_iters=1, curriculum=(2,),
              eval_samples=8, threads=1)
-config = configure(globals(), quick=QUICK)
+config, _ = configure(globals(), quick=QUICK)
 check(config, {
-    "facts": (ints_at_least(1), "facts per sample, a tuple of at least one int >= 1, like (1, 2, 4)"),
-    "mem_lens": (ints_at_least(1), "memoGPT memory slots, a tuple of at least one int >= 1, like (4, 8)"),
-    "peer_mem_lens": (ints_at_least(1, empty=True), "peer memory tokens, a tuple of ints >= 1 (none: ())"),
-    "layouts": (lambda v: isinstance(v, tuple) and v and set(v) <= {"clustered", "scattered", "restated"},
-                "a tuple of clustered, scattered and/or restated, like ('clustered', 'scattered')"),
-    "seeds": (seeds_ok, ""),
-    **{k: (at_least(1), "must be >= 1") for k in ("seg_len", "n_seg", "n_filler", "n_layer", "n_head",
-                                                  "batch_size", "iters", "stage_iters", "eval_samples")},
-    "n_values": (at_least(2), "must be >= 2: chance is 1/n_values, and facts stored divide by n_values - 1"),
-    **{k: (at_least(0), "must be >= 0") for k in ("ltm", "threads")},
-    "curriculum": (ints_at_least(1, empty=True), "segments per sample of the stages before, ints >= 1 like (2, 4)"),
-    "learning_rate": (lambda v: 0 < v <= 1, "must be in (0, 1] (AdamW's step per weight)"),
-    "n_embd": (lambda v: v >= 1 and v % n_head == 0, f"must be a multiple of n_head={n_head}"),
-    "n_keys": (lambda v: v >= max(facts), "must be >= max(facts): each fact of a sample has its own key"),
-    "device": (device_ok, ""),
-    "out_dir": (writable_dir("output directory"), ""),
+    "facts": ints_at_least(1, "facts per sample, a tuple of at least one int >= 1, like (1, 2, 4)"),
+    "mem_lens": ints_at_least(1, "memoGPT memory slots, a tuple of at least one int >= 1, like (4, 8)"),
+    "peer_mem_lens": ints_at_least(1, "peer memory tokens, a tuple of ints >= 1 (none: ())", empty=True),
+    "layouts": lambda v: (isinstance(v, tuple) and len(v) > 0 and set(v) <= {"clustered", "scattered", "restated"}
+                          or "a tuple of clustered, scattered and/or restated, like ('clustered', 'scattered')"),
+    "seeds": seeds_ok,
+    **{k: at_least(1) for k in ("seg_len", "n_seg", "n_filler", "n_layer", "n_head", "batch_size", "iters",
+                                "stage_iters", "eval_samples")},
+    "n_values": at_least(2, ": chance is 1/n_values, and facts stored divide by n_values - 1"),
+    **{k: at_least(0) for k in ("ltm", "threads")},
+    "curriculum": ints_at_least(1, "segments per sample of the stages before, ints >= 1 like (2, 4)", empty=True),
+    "learning_rate": lambda v: 0 < v <= 1 or "must be in (0, 1] (AdamW's step per weight)",
+    "n_embd": lambda v: v >= 1 and v % n_head == 0 or f"must be a multiple of n_head={n_head}",
+    "n_keys": lambda v: v >= max(facts) or "must be >= max(facts): each fact of a sample has its own key",
+    "device": device_ok,
+    "out_dir": writable_dir("output directory"),
 })
 if 2 * max(facts) > seg_len or max(facts) > (n_seg - 1) * (seg_len // 3) or n_seg <= ltm + 1:
     raise SystemExit(f"need 2 * max(facts) <= seg_len, max(facts) <= (n_seg-1) * (seg_len//3) questions and "
@@ -161,17 +163,14 @@ def train(kind, mem_len, vocab_size, layout, seed):
     """One model: the same batches and steps for every row of a seed (the data generator restarts from it)."""
     model, optimizer = build(kind, mem_len, vocab_size, seed)
     model.to(device).train()
-    scaler = torch.amp.GradScaler(device, enabled=False)  # float32: optimizer_step's scaler does nothing
+    scaler = torch.amp.GradScaler(device, enabled=False)  # float32: the scaler does nothing
     rng, stages = np.random.default_rng(seed), (*curriculum, n_seg)
     # a bar on a terminal; a redirected log gets the one line per row below, not a stream of updates
     for it in tqdm(range(iters), desc=f"training {kind} M={mem_len} {layout} seed {seed}", leave=False,
                    disable=not sys.stderr.isatty()):
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(it, learning_rate, learning_rate / 10, 50, iters)
-        x, y = batch(rng, facts[it % len(facts)], batch_size, stages[min(it // stage_iters, len(curriculum))], layout)
-        _, loss = run(model, x, y)
-        loss.backward()
-        optimizer_step(model, optimizer, scaler, 1.0)
+        x, y = batch(rng, facts[it % len(facts)], batch_size, stages[stage_at(it, curriculum, stage_iters)], layout)
+        loss = train_step(model, optimizer, scaler, cosine_lr(it, learning_rate, learning_rate / 10, 50, iters), 1.0,
+                          [(x, y)], loss_of=lambda m, x, y: run(m, x, y)[1], ctx=nullcontext())
     if not math.isfinite(loss.item()):  # its scores would be chance, written as if measured
         raise SystemExit(f"{kind} M={mem_len} {layout} seed {seed}: the training loss is {loss.item()} after {iters} "
                          "iterations: lower --learning_rate")

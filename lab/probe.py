@@ -3,9 +3,9 @@ The fast probe: does the memory learn on every seed? The first max_iters iterati
 (config/recall.py, its schedule unchanged: the same run, cut short), for many training seeds, a few processes
 at a time, then each last checkpoint measured:
 
-    python probe.py                                  # 6 seeds, 2 processes, one thread each: ~20 min on 2 cores
-    python probe.py --variant="--learning_rate=3e-3" # the same with train.py settings changed (a rule tried)
-    python probe.py --quick                          # tiny runs in a minute: every part runs, nothing judged
+    python -m lab.probe                                  # 6 seeds, 2 processes, one thread each: ~20 min, 2 cores
+    python -m lab.probe --variant="--learning_rate=3e-3" # the same with train.py settings changed (a rule tried)
+    python -m lab.probe --quick                          # tiny runs in a minute: every part runs, nothing judged
 
 On one machine a run is bit for bit the quick start's first max_iters iterations (its log says the same), so
 the probe asks of every seed what the full run would show by then. Per seed it prints the first iteration at
@@ -13,7 +13,7 @@ which every distance 1-7 reached 0.9 (train.py's evaluations, every 200 iteratio
 last checkpoint's recall by distance with the LTM as trained and with none (the STM alone), and its reach on
 samples 4x and 16x the trained length (distances 16-31 and 64-127), with the machine's CPU and load. A seed
 has learned when every distance 1-7 is >= 0.95 with the LTM as trained (the quick start's goal), here by
-max_iters, two thirds of the way. Runs are reused while current (common.run_jobs), so a probe that was cut
+max_iters, two thirds of the way. Runs are reused while current (lab/jobs.py), so a probe that was cut
 off goes on where it stopped. Writes out_dir/probe.md and probe.json.
 """
 import datetime
@@ -24,8 +24,9 @@ import statistics
 import sys
 import time
 
-from common import machine, run_jobs, write_atomic
+from common import machine, write_atomic
 from configurator import at_least, check, configure, seeds_ok, writable_dir
+from lab.jobs import run_jobs
 
 out_dir = "probe_out"
 seeds = (1337, 1, 2, 3, 4, 5)  # training seeds
@@ -37,16 +38,16 @@ long_samples = 128       # samples of each longer length
 quick = False
 QUICK_TRAIN = ["--stage_iters=10", "--eval_interval=20", "--warmup_iters=5", "--lr_decay_iters=40",
                "--recall_samples=50"]
-config = configure(globals(), quick=dict(out_dir="probe_out/quick", seeds=(1337, 1), max_iters=40, eval_samples=50,
+config, _ = configure(globals(), quick=dict(out_dir="probe_out/quick", seeds=(1337, 1), max_iters=40, eval_samples=50,
                                          long_samples=8))
 check(config, {
-    "seeds": (seeds_ok, ""),
-    **{k: (at_least(1), "must be >= 1") for k in ("procs", "max_iters", "eval_samples", "long_samples")},
-    "variant": (lambda v: all(a.startswith("--") for a in shlex.split(v)), "train.py settings as --key=value ..."),
-    "out_dir": (writable_dir("output directory"), ""),
+    "seeds": seeds_ok,
+    **{k: at_least(1) for k in ("procs", "max_iters", "eval_samples", "long_samples")},
+    "variant": lambda v: all(a.startswith("--") for a in shlex.split(v)) or "train.py settings as --key=value ...",
+    "out_dir": writable_dir("output directory"),
 })
-CODE = ("model.py", "memory.py", "stream.py", "train.py", "evaluate.py", "data.py", "recall.py", "common.py",
-        "configurator.py", "eval_ckpt.py")
+CODE = ("model.py", "memory.py", "stream.py", "train.py", "training.py", "evaluate.py", "checkpoint.py", "data.py",
+        "recall.py", "common.py", "configurator.py", "lab/eval_ckpt.py")
 LONGER = (4, 16)
 name = lambda s: f"s{s}"
 t_start = time.time()
@@ -57,7 +58,7 @@ train = [(name(s), [sys.executable, "train.py", "config/recall.py", f"--seed={s}
                     *(QUICK_TRAIN if quick else []), "--threads=1", f"--out_dir={os.path.join(out_dir, name(s))}",
                     "--overwrite=True", *shlex.split(variant)], "ckpt.pt") for s in seeds]
 run_jobs(train, "train", out_dir, procs, CODE)
-evals = [(name(s), [sys.executable, "eval_ckpt.py", f"--ckpt={os.path.join(out_dir, name(s), 'ckpt.pt')}",
+evals = [(name(s), [sys.executable, "-m", "lab.eval_ckpt", f"--ckpt={os.path.join(out_dir, name(s), 'ckpt.pt')}",
                     f"--out_dir={os.path.join(out_dir, name(s))}", "--threads=1", "--ltm_sizes=(0,2)",
                     f"--eval_samples={eval_samples}", "--eval_batch=100", f"--longer={LONGER}",
                     f"--long_samples={long_samples}", "--stable_segments=100"], "eval_ckpt.json") for s in seeds]
@@ -88,7 +89,7 @@ for s in seeds:
 n_learned = sum(r["learned"] for r in results)
 median = lambda k, f: statistics.median(f(r) for r in results)
 head = (f"Probe {datetime.date.today()}, {machine()}, load {os.getloadavg()[0]:.1f}, variant "
-        f"{variant or '(none: the code as is)'}; `python probe.py{' --quick' if quick else ''}"
+        f"{variant or '(none: the code as is)'}; `python -m lab.probe{' --quick' if quick else ''}"
         f"{f' --variant={shlex.quote(variant)}' if variant else ''}` ({(time.time() - t_start) / 60:.0f} min, "
         f"runs that were current reused): the quick start's first {max_iters} iterations.")
 lines = ["| seed | first iteration, every distance >= 0.9 | d 1-7, LTM as trained | d 1-7, no LTM (STM alone) | "

@@ -10,7 +10,8 @@ import os
 import pytest
 import torch
 
-from memory import Memory, segment_mask
+from checkpoint import load_memory, save_memory
+from memory import segment_mask
 from model import GPT, GPTConfig
 from stream import Stream
 
@@ -377,9 +378,9 @@ def test_memory_save_load_is_exact(tmp_path):
     with torch.no_grad():
         _, _, mem = model(idx)
         path = str(tmp_path / "mem.pt")
-        mem.save(path, model)
+        save_memory(mem, path, model)
         assert os.listdir(tmp_path) == ["mem.pt"]  # no temp file left behind
-        loaded = Memory.load(path, model)
+        loaded = load_memory(path, model)
         a = Stream(model, 2, mem).feed(idx[:, :S])
         b = Stream(model, 2, loaded).feed(idx[:, :S])
     assert torch.equal(a, b) and loaded.n_seg == 3
@@ -390,16 +391,16 @@ def test_memory_save_load_is_exact(tmp_path):
 def test_memory_from_another_model_is_refused(tmp_path):
     model = tiny()
     path = str(tmp_path / "mem.pt")
-    model.empty_memory(1).save(path, model)
+    save_memory(model.empty_memory(1), path, model)
     with pytest.raises(ValueError, match="other shape .* read the document again"):
-        Memory.load(path, tiny(mem_len=8))
+        load_memory(path, tiny(mem_len=8))
     other = tiny()
     with torch.no_grad():
         other.mem_write.add_(1e-3)  # the same shape, trained a step further
     with pytest.raises(ValueError, match="other weights"):
-        Memory.load(path, other)
+        load_memory(path, other)
     torch.save({"model": other.state_dict()}, tmp_path / "ckpt.pt")
     with pytest.raises(ValueError, match="not a memory file"):
-        Memory.load(str(tmp_path / "ckpt.pt"), model)
+        load_memory(str(tmp_path / "ckpt.pt"), model)
     with pytest.raises(FileNotFoundError, match="save_memory"):
-        Memory.load(str(tmp_path / "missing.pt"), model)
+        load_memory(str(tmp_path / "missing.pt"), model)

@@ -36,8 +36,9 @@ def attention_weights(attn, x, past=None, mask=None, is_causal=False):
 def recording(model):
     """Inside, every attention layer also appends its weights (B, nh, rows, keys) per call: one list per layer."""
     records = [[] for _ in model.transformer.h]
-    hooks = [block.attn.register_forward_hook(lambda attn, args, out, rec=rec: rec.append(attention_weights(attn, *args)))
-             for block, rec in zip(model.transformer.h, records)]
+    hooks = [block.attn.register_forward_hook(
+        lambda attn, args, out, rec=rec: rec.append(attention_weights(attn, *args)))
+        for block, rec in zip(model.transformer.h, records)]
     try:
         yield records
     finally:
@@ -76,7 +77,7 @@ class MapStream(Stream):
         return torch.cat(out, dim=1)
 
 
-def table(stream, decode, layers="all"):
+def shares_table(stream, decode, layers="all"):
     """The first sequence's shares, averaged over heads, by layer (layers="all") or over layers ("mean"): a dict
     of tokens, their segments, columns (each snapshot by the segment it came from, R, the tokens), layer names
     and values (layer, token, column), nan where a token's LTM did not hold that snapshot."""
@@ -126,5 +127,5 @@ def plot(path, tab):
 
 
 if __name__ == "__main__":
-    raise SystemExit("attention_map.py is a library (sample.py's --attention_map): run python sample.py "
+    raise SystemExit("lab/attention_map.py is a library (sample.py's --attention_map): run python sample.py "
                      "--out_dir=... --attention_map=map.png")
