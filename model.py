@@ -386,17 +386,16 @@ class GPT(nn.Module):
         return model
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on the Linear layers' weights, not on embeddings (tokens, positions,
-        memory slots), the LTM's age slopes, biases and gains. While a task's answers cannot yet be
-        read from memory, the best guess is the same for every answer, and decay shrinks what tells
-        the answers' embeddings apart: on the recall set they merged in groups, and the run never
-        learned (RESULTS.md, issue 40). The LM head is the token embedding (tied): not decayed."""
-        linear = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
-        embeddings = {id(self.transformer.wte.weight)}  # lm_head.weight is this same tensor
+        """AdamW; weight decay on the blocks' matrices only (attention, FFN, memory FFN), none on the
+        embeddings (tokens, positions, memory slots), the memory's gate and age slopes, biases and
+        gains. While a task's answers cannot yet be read from memory, the best guess is the same for
+        every answer, and decay shrinks what tells the answers' embeddings apart: on the recall set
+        they merged in groups, and the run never learned. The gate holds a slot only with a large
+        content term, which decay would pull back open (RESULTS.md, issue 40)."""
+        matrices = {id(m.weight) for m in self.transformer.h.modules() if isinstance(m, nn.Linear)}
         params = [p for p in self.parameters() if p.requires_grad]
-        decay = lambda p: id(p) in linear and id(p) not in embeddings
-        groups = [{"params": [p for p in params if decay(p)], "weight_decay": weight_decay},
-                  {"params": [p for p in params if not decay(p)], "weight_decay": 0.0}]
+        groups = [{"params": [p for p in params if id(p) in matrices], "weight_decay": weight_decay},
+                  {"params": [p for p in params if id(p) not in matrices], "weight_decay": 0.0}]
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas,
                                  **(dict(fused=True) if fused else {}))

@@ -221,16 +221,16 @@ def test_slots_start_open_and_the_write_holds_the_pooled_part():
 
 
 def test_no_weight_decay_on_embeddings():
-    """AdamW decays the Linear layers' weights; the token, position and memory-slot embeddings join the biases,
-    gains and age slopes without decay (decay merged the recall values' embeddings while nothing could be read
-    yet)."""
+    """AdamW decays the blocks' matrices; the token, position and memory-slot embeddings, the memory's gate and age
+    slopes join the biases and gains without decay (decay merged the recall values' embeddings while nothing could
+    be read yet, and pulls a holding gate back open)."""
     model = tiny()
     names = {id(p): n for n, p in model.named_parameters()}
     decayed, plain = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu").param_groups
     got = {names[id(p)] for p in decayed["params"]}
     assert not got & {"transformer.wte.weight", "transformer.wpe.weight", "mem_init", "mem_read", "mem_write",
-                      "ltm_age", "transformer.ln_f.weight", "transformer.h.0.attn.c_attn.bias"}
-    assert {"transformer.h.0.attn.c_attn.weight", "transformer.h.1.mlp_mem.c_fc.weight", "mem_gate.weight"} <= got
+                      "mem_gate.weight", "ltm_age", "transformer.ln_f.weight", "transformer.h.0.attn.c_attn.bias"}
+    assert {"transformer.h.0.attn.c_attn.weight", "transformer.h.1.mlp_mem.c_fc.weight"} <= got
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
     assert len(decayed["params"]) + len(plain["params"]) == len(names)
 
