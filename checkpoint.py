@@ -20,6 +20,8 @@ from model import GPT, GPTConfig
 
 # --- checkpoints ---
 
+FORMAT = 2  # 2 = issue 40's write gate, new = part_j + ln_mem(h), keep = sigmoid(b_j + w . new)
+
 
 def load_checkpoint(path, device="cpu"):
     """The dict train.py saved; a missing, damaged or foreign file raises one line (ValueError, FileNotFoundError)."""
@@ -41,8 +43,12 @@ def load_checkpoint(path, device="cpu"):
 
 
 def load_model(path, device="cpu"):
-    """The model a checkpoint holds (out_dir/ckpt.pt), and the whole checkpoint dict."""
+    """The model a checkpoint holds (out_dir/ckpt.pt), and the whole checkpoint dict. A checkpoint of another
+    FORMAT is refused: an older model.py's has the same parameters, which this one would read as another gate."""
     ckpt = load_checkpoint(path, device)
+    if ckpt.get("format") != FORMAT:  # the same parameter names and shapes, read by another gate
+        raise ValueError(f"{path} was written by an older model.py (another memory gate, issue 40): its memory "
+                         "weights would be read wrongly; train it again")
     try:  # torch.compile saves its parameters under an _orig_mod. prefix
         model = GPT(GPTConfig(**ckpt["model_args"]))
         model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
@@ -240,12 +246,14 @@ def memory_problem(stm, snapshots, n_seg, segs, cfg):
 
 
 def model_signature(model):
-    """What a memory must match to be read by a model: its shape, and a digest of its memory weights (they change
-    with any training, so a memory from another checkpoint is caught too). Not the LTM size: its parameters are per
-    layer and head, not per snapshot, so it can be chosen when the memory is read (load_memory)."""
+    """What a memory must match to be read by a model: its shape, and a digest of its memory weights, the gate's
+    included (they change with any training, so a memory from another checkpoint is caught too; the gate's init
+    tells an untrained memory of GPT-2 from one an older model.py wrote, issue 40). Not the LTM size: its
+    parameters are per layer and head, not per snapshot, so it can be chosen when the memory is read."""
     cfg = model.config
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "seg_len")}
     digest = hashlib.sha1()
-    for p in (model.mem_init, model.mem_read, model.mem_write, model.ltm_age):
+    for p in (model.mem_init, model.mem_read, model.mem_write, model.ltm_age, model.mem_keep, model.mem_gate.weight,
+              *model.ln_mem.parameters()):
         digest.update(p.detach().float().cpu().numpy().tobytes())
     return {"shape": shape, "weights": digest.hexdigest()}

@@ -399,6 +399,11 @@ def test_memory_from_another_model_is_refused(tmp_path):
         other.mem_write.add_(1e-3)  # the same shape, trained a step further
     with pytest.raises(ValueError, match="other weights"):
         load_memory(path, other)
+    gated = tiny()
+    with torch.no_grad():  # the same memory slots, another gate: an older model.py's init (issue 40)
+        gated.mem_keep.add_(1.0)
+    with pytest.raises(ValueError, match="other weights"):
+        load_memory(path, gated)
     torch.save({"model": other.state_dict()}, tmp_path / "ckpt.pt")
     with pytest.raises(ValueError, match="not a memory file"):
         load_memory(str(tmp_path / "ckpt.pt"), model)

@@ -23,7 +23,7 @@ from torch.distributed import all_reduce, barrier, broadcast, destroy_process_gr
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import Run, load_model, resume, rng_states
+from checkpoint import FORMAT, Run, load_model, resume, rng_states
 from common import autocast, check_disk, check_memory
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
 from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
@@ -300,7 +300,7 @@ def log_eval(train_loss, tokens_per_s):
 def save_checkpoint():
     rng = rng_states(batch_rng, device_type, world)  # every process's, so a resume continues each exactly
     if master:
-        run.save({"model": raw_model.state_dict(), "model_args": asdict(raw_model.config),
+        run.save({"format": FORMAT, "model": raw_model.state_dict(), "model_args": asdict(raw_model.config),
                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "iter_num": iter_num,
                   "best_val_loss": best_val_loss, "config": config, "meta": meta, "rng": rng,
                   "stage": stage_at(iter_num, curriculum, stage_iters), "n_seg": n_seg_at(iter_num)})

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import prepare
+from checkpoint import FORMAT
 from model import GPT, GPTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repo: scripts run by path
@@ -25,7 +26,7 @@ def quick(tmp_path_factory):
     args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, mem_len=4, ltm=2, seg_len=16)
     torch.manual_seed(0)
     model = GPT(GPTConfig(**args))
-    torch.save(dict(model=model.state_dict(), model_args=asdict(model.config), meta=meta,
+    torch.save(dict(format=FORMAT, model=model.state_dict(), model_args=asdict(model.config), meta=meta,
                     config=dict(dataset="recall", seg_len=16, n_seg=meta["n_seg"], answer_loss=False)),
                tmp / "ckpt.pt")
     proc = subprocess.run([sys.executable, "-m", "lab.eval_ckpt", "--quick", "--ckpt=ckpt.pt", "--out_dir=out"],
@@ -121,7 +122,7 @@ def test_text_checkpoint_has_a_memory_reset_row(quick, tmp_path, monkeypatch, ca
                            tokenizer="bytes", val_fraction=0.5)
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=320, mem_len=4, ltm=2, seg_len=16))
-    torch.save(dict(model=model.state_dict(), model_args=asdict(model.config), meta=meta,
+    torch.save(dict(format=FORMAT, model=model.state_dict(), model_args=asdict(model.config), meta=meta,
                     config=dict(dataset="text", seg_len=16, n_seg=4, curriculum=())), tmp_path / "ckpt.pt")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["eval_ckpt.py", "--quick", "--ckpt=ckpt.pt", "--out_dir=out"])

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 import recall
-from checkpoint import load_memory, save_memory
+from checkpoint import FORMAT, load_memory, save_memory
 from lab.attention_map import MapStream
 from memory import Memory
 from model import GPT, GPTConfig
@@ -47,8 +47,8 @@ def tiny(mem_len=4, **kw):
 
 def write_checkpoint(out_dir, model, meta=META, **extra):
     os.makedirs(out_dir, exist_ok=True)
-    torch.save(dict(model=model.state_dict(), model_args=dataclasses.asdict(model.config), meta=meta,
-                    optimizer=None, iter_num=0, **extra), os.path.join(out_dir, "ckpt.pt"))
+    torch.save({**dict(format=FORMAT, model=model.state_dict(), model_args=dataclasses.asdict(model.config),
+                       meta=meta, optimizer=None, iter_num=0), **extra}, os.path.join(out_dir, "ckpt.pt"))
     return str(out_dir)
 
 
@@ -221,6 +221,7 @@ def test_clear_errors(out, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a memory")
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x01")
     plain = write_checkpoint(tmp_path / "plain", tiny(mem_len=0))
+    older = write_checkpoint(tmp_path / "older", model, format=1)
     marker = tmp_path / "payload_ran"
     unsafe = write_checkpoint(tmp_path / "unsafe", model, payload=Payload(str(marker)))
     whole = (tmp_path / "unsafe" / "ckpt.pt").read_bytes()
@@ -240,6 +241,7 @@ def test_clear_errors(out, tmp_path):
         ([f"--out_dir={tmp_path}/empty"], "empty/ckpt.pt is not a readable checkpoint (EOFError"),
         ([f"--out_dir={tmp_path}/truncated"], "truncated/ckpt.pt is not a readable checkpoint (RuntimeError"),
         ([f"--out_dir={tmp_path}/junk"], "junk/ckpt.pt was not loaded: it holds more than tensors and plain values"),
+        ([f"--out_dir={older}"], "older/ckpt.pt was written by an older model.py (another memory gate, issue 40)"),
         ([f"--out_dir={out_dir}", f"--read={out_dir}/doc.txt", f"--save_memory={tmp_path}/nodir/mem.pt"],
          f"the directory {tmp_path}/nodir does not exist"),
         ([f"--out_dir={out_dir}", "--max_new_tokens=-1"], "--max_new_tokens=-1: must be >= 0"),

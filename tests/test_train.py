@@ -137,6 +137,26 @@ def test_resume_refuses_what_it_cannot_change(work, monkeypatch):
     assert str(e.value).startswith("out/ckpt.pt is not a readable checkpoint (EOFError") and "\n" not in str(e.value)
 
 
+def test_a_checkpoint_of_an_older_model_py_is_refused(work, monkeypatch):
+    """A checkpoint from before issue 40's write gate has the same parameters, which this model.py would read as
+    another gate: train.py's resume (and load_model, which sample.py and lab/eval_ckpt.py use) refuse it in one
+    line, not with optimizer.load_state_dict's ValueError or a model that computes something else."""
+    from checkpoint import FORMAT, load_model
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    ck = load("out/ckpt.pt")
+    assert ck["format"] == FORMAT
+    del ck["format"]  # as written before checkpoints carried their format
+    torch.save(ck, "out/ckpt.pt")
+    line = ("out/ckpt.pt was written by an older model.py (another memory gate, issue 40): its memory weights would "
+            "be read wrongly; train it again")
+    with pytest.raises(SystemExit) as e:
+        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--max_iters=4")
+    assert str(e.value) == line
+    with pytest.raises(ValueError) as e:
+        load_model("out/ckpt.pt")
+    assert str(e.value) == line
+
+
 def test_eval_ltm_evaluates_with_another_ltm_size(work, monkeypatch):
     """The same weights with K snapshots (trained with 1): segment 1 reads one snapshot whenever K >= 1, so K=1 and
     K=3 part only from segment 2 on; each record says which K it used."""
