@@ -21,7 +21,8 @@ LTM (only the STM can answer there). Rows: memoGPT by memory slots; the peer, lu
 recurrent-memory-transformer-pytorch (a bench and dev dependency; model.py never imports it) with the same
 width, depth, heads and memory tokens, its memory tokens alone (no XL cache; its wrapper drops labels, so
 its loss is computed here); the ceiling, the same backbone as a plain GPT reading the whole sample in one
-window (no memory needed; the curriculum is its length warmup). Cells are the median over seeds, with the
+window (no memory needed; the curriculum is its length warmup). Every row trains with AdamW, weight decay 0.1: the
+peer on all its parameters, memoGPT and the ceiling (model.configure_optimizers) on their blocks' matrices only. Cells are the median over seeds, with the
 range; "stored" is ARMT's estimate of the facts actually held, k = n (v a - 1) / (v - 1) for n facts shown,
 v values and accuracy a (0 at chance, n when every answer is right).
 Results: out_dir/capacity.json, capacity.csv, capacity.png (with matplotlib).
@@ -100,6 +101,12 @@ if 2 * max(facts) > seg_len or max(facts) > (n_seg - 1) * (seg_len // 3) or n_se
     raise SystemExit(f"need 2 * max(facts) <= seg_len, max(facts) <= (n_seg-1) * (seg_len//3) questions and "
                      f"n_seg > ltm + 1 (distances beyond the LTM); got facts={facts}, seg_len={seg_len}, "
                      f"n_seg={n_seg}, ltm={ltm}")
+if peer_mem_lens:  # before hours of memoGPT rows, not at the first peer row
+    try:
+        from recurrent_memory_transformer_pytorch import RecurrentMemoryTransformer
+    except ImportError:
+        raise SystemExit("the peer needs pip install recurrent-memory-transformer-pytorch==0.7.0 (pip install -r "
+                         "requirements-dev.txt), or --peer_mem_lens=()") from None
 if threads:
     torch.set_num_threads(threads)
 META = dict(question=recall.QUESTION, eot=0)  # what recall.xy needs of the recall set's meta
@@ -122,11 +129,6 @@ class Peer(nn.Module):
 
     def __init__(self, mem_len, vocab_size):
         super().__init__()
-        try:
-            from recurrent_memory_transformer_pytorch import RecurrentMemoryTransformer
-        except ImportError:
-            raise SystemExit("the peer needs pip install recurrent-memory-transformer-pytorch==0.7.0 "
-                             "(or --peer_mem_lens=())") from None
         self.net = RecurrentMemoryTransformer(n_embd, num_tokens=vocab_size, depth=n_layer, num_memory_tokens=mem_len,
                                               seq_len=seg_len, dim_head=n_embd // n_head, heads=n_head,
                                               use_xl_memories=False)

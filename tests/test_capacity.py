@@ -60,3 +60,18 @@ def test_bad_settings_stop_before_work(tmp_path, arg, message):
                           env=ENV)
     assert proc.returncode == 1 and proc.stderr == message + proc.stderr[len(message):]
     assert proc.stderr.count("\n") == 1 and not os.listdir(tmp_path)
+
+
+def test_a_missing_peer_stops_before_work(tmp_path):
+    """Without the peer's package, capacity.py stops with one line before the memoGPT rows (hours at full size), not
+    at the first peer row."""
+    blocked = tmp_path / "blocked" / "recurrent_memory_transformer_pytorch"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('not installed')\n")
+    (tmp_path / "work").mkdir()
+    proc = subprocess.run([*CAPACITY, "--quick"], cwd=tmp_path / "work", capture_output=True, text=True, timeout=120,
+                          env={**ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path / "blocked"), ROOT])})
+    assert proc.returncode == 1 and proc.stderr == ("the peer needs pip install recurrent-memory-transformer-pytorch"
+                                                    "==0.7.0 (pip install -r requirements-dev.txt), or "
+                                                    "--peer_mem_lens=()\n")
+    assert not os.listdir(tmp_path / "work")
