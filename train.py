@@ -284,8 +284,11 @@ def log_eval(train_loss, tokens_per_s):
     record = {"iter": iter_num, "n_seg": segs, "eval_ltm": ltm if eval_ltm is None else eval_ltm,
               "lr": get_lr(iter_num), "train_loss": train_loss, **evaluate(segs), "tokens_per_s": round(tokens_per_s),
               "elapsed_s": round(time.time() - t_start, 1)}
-    if mem_len:  # how the gates and the LTM's age slopes move (lab/diagnose.py reads a checkpoint's)
-        record["keep"] = [round(k, 4) for k in torch.sigmoid(raw_model.mem_keep).tolist()]
+    if mem_len:  # how the gate and the LTM's age slopes move (lab/diagnose.py measures a checkpoint's keep per segment)
+        # the keep is sigmoid(mem_keep + mem_gate(new)), per sample: keep_bias is the keep where the content term is
+        # zero, gate_norm how far the content term has grown from its zero init
+        record["keep_bias"] = [round(k, 4) for k in torch.sigmoid(raw_model.mem_keep).tolist()]
+        record["gate_norm"] = round(raw_model.mem_gate.weight.norm().item(), 4)
         record["ltm_age"] = [[round(a, 3) for a in layer] for layer in raw_model.ltm_age.tolist()]
     best_val_loss = min(best_val_loss, record["val_loss"])
     tqdm.write(f"iter {iter_num}: n_seg {segs}" + (f", ltm {eval_ltm}" if eval_ltm is not None else "")

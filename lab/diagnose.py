@@ -7,10 +7,10 @@ What a recall checkpoint's memory holds, and where the answer's gradient goes (w
    the other half, from the STM after each segment to the fact's value (chance 1/n_values), from all slots
    and from each slot alone. A fact the STM holds but the model does not answer is a reading failure; a
    fact it does not hold is a writing (or carrying) failure.
- - gates: each slot's keep per segment, and each layer's LTM age slopes per head.
+ - gates: each slot's keep at each segment's write, sigmoid(mem_keep + mem_gate(new)), the mean over
+   samples (it depends on what is written), and each layer's LTM age slopes per head.
  - gradient: on samples asked at distance >= ltm + 1 (beyond the LTM's reach), the norm of the answer
-   loss's gradient with respect to the STM after each segment before the question, and to each snapshot
-   the question's segment reads.
+   loss's gradient with respect to the STM after each segment before the question.
 Writes out_dir/diagnose.json.
 """
 import json
@@ -49,14 +49,19 @@ x, y = (torch.from_numpy(a) for a in recall.xy(np.pad(rows, ((0, 0), (0, 1)), co
 value0 = recall.first_ids(meta["settings"])[1]
 fact = torch.from_numpy(rows[:, 1] - value0)  # the value of the one fact ("k v" opens segment 0)
 
-# the memory after each segment
-stms = []
+# the memory after each segment, and each slot's keep at each segment's write: the gate's content term is read
+# where the model computes it (mem_gate's output, (B, M, 1)), one write per segment
+stms, keeps = [], []
+hook = model.mem_gate.register_forward_hook(
+    lambda m, i, out: keeps.append(torch.sigmoid(model.mem_keep + out.squeeze(-1)).mean(0).tolist()))
 with torch.no_grad():
     mem = None
     for k in range(n_seg):
         _, _, mem = model(x[:, k * S:(k + 1) * S], mem=mem)
         stms.append(mem.stm)
-keep = torch.sigmoid(model.mem_keep).tolist()  # each slot's keep per segment
+hook.remove()
+keep = [[keeps[k][j] for k in range(n_seg)] for j in range(cfg.mem_len)]  # per slot, per segment
+keep_bias = torch.sigmoid(model.mem_keep).tolist()  # the keep where the content term is zero
 
 
 def readout(feats, labels, n_fit):
@@ -88,13 +93,8 @@ far = (dist > cfg.ltm).nonzero().flatten()[:256]
 grads = {}
 if len(far):
     xf, yf, df = x[far], y[far], dist[far]
-    mem, stm_by_seg, snaps_last = None, [], None
-    logits_all = []
+    mem, stm_by_seg, logits_all = None, [], []
     for k in range(n_seg):
-        if mem is not None:
-            snaps_last = mem.snapshots
-            for s_ in snaps_last:
-                s_.retain_grad()
         logits, _, mem = model(xf[:, k * S:(k + 1) * S], mem=mem)
         mem.stm.retain_grad()
         stm_by_seg.append(mem.stm)
@@ -108,14 +108,21 @@ if len(far):
         grads[d] = [stm_by_seg[k].grad[sel].norm(dim=(1, 2)).mean().item() for k in range(d)]
 
 result = dict(ckpt=ckpt, n_samples=n, chance=1 / meta["settings"]["n_values"], readout_all_slots=read_all,
-              readout_by_slot=read_slot, keep=keep, ltm_age=model.ltm_age.tolist(),
+              readout_by_slot=read_slot, keep_by_slot_and_segment=keep, keep_bias=keep_bias,
+              gate_norm=model.mem_gate.weight.norm().item(), ltm_age=model.ltm_age.tolist(),
               answer_grad_norm_by_stm_segment=grads)
 print(f"{ckpt}: linear read-out of the fact's value from the STM after segment k (test accuracy, chance "
       f"{result['chance']:.3f})")
 print("| from | " + " | ".join(f"seg {k}" for k in range(n_seg)) + " |\n|---|" + "---|" * n_seg)
 print("| all slots | " + " | ".join(f"{a:.3f}" for a in read_all) + " |")
 for j, r in enumerate(read_slot):
-    print(f"| slot {j} (keep {keep[j]:.2f}) | " + " | ".join(f"{a:.3f}" for a in r) + " |")
+    print(f"| slot {j} | " + " | ".join(f"{a:.3f}" for a in r) + " |")
+print(f"\neach slot's keep at the write of segment k (mean over samples; where the content term is zero, the keep is "
+      f"sigmoid(mem_keep); the content term's weight norm is {result['gate_norm']:.3f})")
+print("| slot | " + " | ".join(f"seg {k}" for k in range(n_seg)) + " | sigmoid(mem_keep) |\n|---|"
+      + "---|" * (n_seg + 1))
+for j, r in enumerate(keep):
+    print(f"| slot {j} | " + " | ".join(f"{a:.3f}" for a in r) + f" | {keep_bias[j]:.3f} |")
 print("LTM age slopes per layer (heads):", [[round(v, 2) for v in layer] for layer in result["ltm_age"]])
 print("answer's gradient norm w.r.t. the STM after segment k, by distance of the question:")
 for d, g in grads.items():

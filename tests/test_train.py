@@ -366,7 +366,11 @@ def test_memogpt_without_n_seg_reads_its_memory_in_training(stdlib, monkeypatch,
     assert (ck["config"]["n_seg"], ck["config"]["curriculum"], ck["config"]["stage_iters"]) == (4, (2,), 2)
     with pytest.raises(SystemExit):
         train_text(monkeypatch, "--out_dir=memo", "--init_from=resume", "--eval_only=True")  # no --mem_len
-    assert [r["n_seg"] for r in log("memo/log.jsonl")] == [2, 4, 4]
+    records = log("memo/log.jsonl")
+    assert [r["n_seg"] for r in records] == [2, 4, 4]
+    # the gate: its keep where the content term is zero (init: sigmoid(-2)), and the content term's growth from 0
+    assert records[0]["keep_bias"] == [0.1192, 0.1192] and records[0]["gate_norm"] == 0
+    assert records[-1]["gate_norm"] > 0 and "keep" not in records[-1]
     capsys.readouterr()
     train_text(monkeypatch, "--mem_len=0", "--out_dir=gpt")
     assert "without --n_seg" not in capsys.readouterr().out
