@@ -10,13 +10,13 @@ Generation streams (stream.py): a memoGPT carries a fixed-size memory from segme
 to segment, so its state does not grow with the number of tokens generated.
 
 Controllable memory: read a document into memory, save it, and ask about it in a later run
-without giving the document again:
+without giving the document again (out-recall/doc.txt, README's example: the fact k7 v0, then filler):
 
-    python sample.py --out_dir=out-recall --read=doc.txt --save_memory=mem.pt --num_samples=0
-    python sample.py --out_dir=out-recall --load_memory=mem.pt --show_memory=True --max_new_tokens=1 \
-        --top_k=1 --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k3'
-    python sample.py --out_dir=out-recall --load_memory=mem.pt --clear_ltm=True --max_new_tokens=1 --top_k=1 \
-        --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k3'     # or --drop_snapshot=0
+    python sample.py --out_dir=out-recall --read=out-recall/doc.txt --save_memory=out-recall/mem.pt --num_samples=0
+    python sample.py --out_dir=out-recall --load_memory=out-recall/mem.pt --show_memory=True --max_new_tokens=1 \
+        --top_k=1 --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k7'
+    python sample.py --out_dir=out-recall --load_memory=out-recall/mem.pt --clear_ltm=True --max_new_tokens=1 \
+        --top_k=1 --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k7'   # or --drop_snapshot=0
 
 (the recall model was trained with questions that close a segment: 13 filler tokens, then "? key")
 
@@ -25,8 +25,8 @@ attention that goes to each LTM snapshot (by the segment it was written after), 
 and to the tokens of its own segment, a panel per layer (--attention_layers=mean: one, averaged over layers);
 a .csv of the same numbers goes beside it (and is all that is written without matplotlib):
 
-    python sample.py --out_dir=out-recall --load_memory=mem.pt --max_new_tokens=1 --top_k=1 --num_samples=1 \
-        --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k3' --attention_map=attn.png
+    python sample.py --out_dir=out-recall --load_memory=out-recall/mem.pt --max_new_tokens=1 --top_k=1 \
+        --num_samples=1 --start='f0 f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12 ? k7' --attention_map=out-recall/attn.png
 
 Memory holds complete segments only, so --read pads a partial last segment with the end-of-text
 token: the whole document is in memory and none of it is left in the prompt. The order is: load,

@@ -2,7 +2,7 @@
 Train memoGPT (mem_len > 0) or the plain GPT baseline (mem_len = 0), nanoGPT style.
 
     python train.py config/recall.py                      # the CPU quick start, into out-recall/
-    python train.py config/recall.py --mem_len=0          # the same without memory
+    python train.py config/recall.py --mem_len=0 --out_dir=out-recall-gpt   # the same without memory
     torchrun --standalone --nproc_per_node=8 train.py config/finetune_memogpt_medium.py
 
 A sample is n_seg segments of seg_len tokens. memoGPT reads it segment by segment from an empty memory, with
