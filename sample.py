@@ -43,7 +43,6 @@ from tqdm import tqdm
 import checkpoint
 from common import autocast
 from configurator import at_least, check, configure, device_ok, dtype_ok, seed_ok, writable_file
-from lab.attention_map import MapStream, plot, shares_table, write_csv
 from model import GPT
 from stream import Stream
 from tokenizer import get_tokenizer, gpt2_encoding
@@ -74,6 +73,19 @@ attention_map = ""       # a .png: where each token of the first sample reads fr
                          # segment); the same numbers in a .csv beside it (without matplotlib, only the .csv)
 attention_layers = "all" # all: a panel per layer | mean: averaged over layers
 config, given = configure(globals())
+
+
+def attention_map_ok(path):
+    """--attention_map: "" (none), or a .png to write, of a run that samples."""
+    if not isinstance(path, str):
+        return "a path"
+    if path and not path.endswith(".png"):
+        return "a .png path (the numbers go beside it, in a .csv)"
+    if path and num_samples < 1:
+        return f"pictures the first sample: needs --num_samples >= 1, got {num_samples}"
+    return not path or writable_file(path)
+
+
 check(config, {
     "num_samples": at_least(0, " (0 = only read, edit, save or show the memory)"),
     "threads": at_least(0),
@@ -88,7 +100,10 @@ check(config, {
     "drop_snapshot": lambda v: v is None or type(v) is int or "a snapshot index like 0 or -1",
     "device": device_ok,
     "dtype": dtype_ok(device),
-    **{k: lambda v: isinstance(v, str) or "a path" for k in ("read", "load_memory", "save_memory", "attention_map")},
+    **{k: lambda v: isinstance(v, str) or "a path" for k in ("read", "load_memory")},
+    "save_memory": lambda v: isinstance(v, str) and (not v or writable_file(v)) or "a path",
+    "attention_map": attention_map_ok,
+    "attention_layers": lambda v: v in ("all", "mean") or "all (a panel per layer) or mean (over layers)",
 })
 if threads:
     torch.set_num_threads(threads)
@@ -164,13 +179,9 @@ asked = [f"--{k}" for k, v in memory_options.items() if v not in ("", None) and 
 if asked and cfg.mem_len == 0:
     raise SystemExit(f"{' '.join(asked)}: this model is a plain GPT without memory (mem_len=0); use a memoGPT "
                      "checkpoint or --init_from=gpt2 --mem_len=32 --ltm=4 --seg_len=64")
-for name, path in (("save_memory", save_memory), ("attention_map", attention_map)):
-    problem = path and writable_file(path)
-    if problem and problem is not True:
-        raise SystemExit(f"--{name}={path}: {problem}")
-if attention_map and not attention_map.endswith(".png"):
-    raise SystemExit(f"--attention_map={attention_map}: a .png path (the numbers go beside it, in a .csv)")
 csv_path = os.path.splitext(attention_map)[0] + ".csv"
+if attention_map:  # the lab's: the tutorial needs it only here
+    from lab.attention_map import MapStream, plot, shares_table, write_csv
 
 
 def same_file(a, b):
@@ -208,10 +219,6 @@ if attention_map:
         if os.path.exists(path) and not made_here(path, head):
             raise SystemExit(f"--attention_map={attention_map}: {path} exists and is not an attention map "
                              "sample.py wrote: choose another path")
-if attention_map and num_samples < 1:
-    raise SystemExit(f"--attention_map pictures the first sample: needs --num_samples >= 1, got {num_samples}")
-if attention_layers not in ("all", "mean"):
-    raise SystemExit(f"--attention_layers={attention_layers!r}: all (a panel per layer) or mean (over layers)")
 if num_samples == 0 and "start" in given:
     raise SystemExit("--start is not used with --num_samples=0 (that only reads, edits, saves or shows the memory): "
                      "give --num_samples >= 1 to generate from it")
@@ -266,13 +273,14 @@ torch.manual_seed(seed)  # again: the draws do not depend on what ran before
 with torch.no_grad(), ctx:
     for i in range(num_samples):
         idx = torch.tensor(start_ids, dtype=torch.long, device=device)[None]
-        stream = MapStream(model, 1, mem, ltm) if attention_map and i == 0 else Stream(model, 1, mem, ltm)
+        mapped = attention_map and i == 0
+        stream = MapStream(model, 1, mem, ltm) if mapped else Stream(model, 1, mem, ltm)
         print(decode(prompt_ids), end="", flush=True)
         new = stream.generate(idx, max_new_tokens, temperature, top_k, meta["vocab_size"])
         for piece in pieces((t.item() for t in new), prompt_ids):
             print(piece, end="", flush=True)
         print("\n---------------", flush=True)
-        if isinstance(stream, MapStream):
+        if mapped:
             tab = shares_table(stream, decode, attention_layers)
             write_csv(csv_path, tab)
             try:

@@ -266,7 +266,7 @@ def test_clear_errors(out, tmp_path):
         ([f"--out_dir={out_dir}", f"--attention_map={tmp_path}/nodir/attn.png"],
          f"the directory {tmp_path}/nodir does not exist"),
         ([f"--out_dir={out_dir}", "--attention_map=attn.png", "--num_samples=0"], "needs --num_samples >= 1"),
-        ([f"--out_dir={out_dir}", "--attention_layers=first"], "--attention_layers='first': all"),
+        ([f"--out_dir={out_dir}", "--attention_layers=first"], "--attention_layers=first: all (a panel per layer)"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as e:
@@ -431,3 +431,18 @@ def test_a_memory_file_of_a_batch_is_refused_where_one_is_read(out, tmp_path):
         run(f"--out_dir={out_dir}", f"--load_memory={tmp_path}/batch.pt", f"--start={PROMPT}", "--num_samples=1")
     assert str(e.value) == (f"memory file {tmp_path}/batch.pt holds a batch of 3 memories, sample.py reads one: save "
                             "it with sample.py --read=DOC --save_memory=FILE")
+
+
+def test_the_tutorial_imports_the_lab_only_for_an_attention_map(out, tmp_path):
+    """sample.py without --attention_map runs without lab/ (the tutorial stands alone); with it, it imports
+    lab.attention_map."""
+    import subprocess
+    out_dir = out[0]
+    code = ("import runpy, sys; sys.argv = ['sample.py', *sys.argv[1:]]; "
+            f"runpy.run_path({os.path.join(ROOT, 'sample.py')!r}, run_name='__main__'); "
+            "print('lab.attention_map' in sys.modules)")
+    for extra, imported in (([], "False"), ([f"--attention_map={tmp_path}/attn.png"], "True")):
+        r = subprocess.run([sys.executable, "-c", code, f"--out_dir={out_dir}", f"--start={PROMPT}", "--num_samples=1",
+                            "--max_new_tokens=1", *extra], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"})
+        assert r.returncode == 0 and r.stdout.splitlines()[-1] == imported, r.stderr[-2000:]
