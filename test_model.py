@@ -24,9 +24,10 @@ def tiny(mem_len=M, ltm=K, **kw):
                 mem_len=mem_len, ltm=ltm, seg_len=S)
     args.update(kw)
     model = GPT(GPTConfig(**args)).eval()
-    if model.config.mem_len:  # as if trained: the LTM age slopes start at 0, which would hide their use
-        with torch.no_grad():
+    if model.config.mem_len:  # as if trained: the LTM age slopes and the gate's content term start at 0, which would
+        with torch.no_grad():  # hide their use (the keep would be the same for every sample and segment)
             model.ltm_age.normal_()
+            model.mem_gate.weight.normal_(std=1.0)
     return model
 
 
@@ -204,7 +205,9 @@ def test_slots_start_open_and_the_write_holds_the_pooled_part():
     """Untrained, every slot keeps 0.12 of its STM per segment whatever it reads (the gate's content term starts
     at zero), and the write itself holds slot j's pooled part: with the blocks silenced and the slots taking
     the write alone, STM' = part_j + ln_mem(h)."""
-    model = tiny()
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64, mem_len=M, ltm=K,
+                          seg_len=S)).eval()  # as made, not tiny()'s "as if trained"
     assert torch.allclose(torch.sigmoid(model.mem_keep), torch.full((M,), 0.1192), atol=1e-4)
     assert not model.mem_gate.weight.any()
     idx = tokens(S)
