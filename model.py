@@ -160,7 +160,8 @@ class GPT(nn.Module):
             self.mem_init = nn.Parameter(torch.zeros(M, C))   # m_0, the STM before anything is read
             self.mem_read = nn.Parameter(torch.zeros(M, C))   # per-slot embedding of R
             self.mem_write = nn.Parameter(torch.zeros(M, C))  # per-slot embedding of W
-            # the write is normalised, so the STM stays bounded over any number of segments (ln_f is the LM head's)
+            # the write is the slot's pooled part plus a normalised state, so the STM stays bounded over any number
+            # of segments (ln_f is the LM head's)
             self.ln_mem = LayerNorm(C, bias=config.bias)
             self.mem_gate = nn.Linear(C, 1, bias=False)  # the gate's content term: what the write holds
             self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
@@ -349,12 +350,11 @@ class GPT(nn.Module):
             if hf.get("activation_function", "gelu_new") != "gelu_new":
                 raise ValueError(f"activation_function {hf['activation_function']!r}, not GPT-2's gelu_new")
             args = dict(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                        block_size=hf["n_positions"], vocab_size=hf["vocab_size"],
+                        block_size=hf["n_positions"], seg_len=hf["n_positions"], vocab_size=hf["vocab_size"],
                         bias=True, dropout=0.0)
         except (OSError, ValueError, KeyError, AttributeError) as e:
             raise ValueError(f"{os.path.join(path, 'config.json')} is not a GPT-2 config ({type(e).__name__}: "
                              f"{e}): save the model with transformers' save_pretrained") from None
-        args.setdefault("seg_len", args["block_size"])
         args.update(overrides)
         model = cls(GPTConfig(**args))
         sd = model.state_dict()
