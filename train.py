@@ -155,7 +155,8 @@ try:
                                     dual_ffn=dual_ffn)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
-check_memory(model, batch_size, device)  # a loaded model: its optimizer and attention still to come
+if init_from != "scratch":  # a loaded model: its optimizer and attention still to come (a scratch one's shape was
+    check_memory(model, batch_size, device)  # checked before it was made)
 # from here each model setting is the model's (a loaded model keeps its own: check_run refuses a setting given
 # for another); config keeps what was given until the run is checked
 n_layer, n_head, n_embd, dropout, bias, mem_len, ltm, dual_ffn, block_size = (getattr(model.config, k)
