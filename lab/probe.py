@@ -21,12 +21,13 @@ import json
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 
-from common import machine, write_atomic
+from common import machine, table, write_atomic
 from configurator import at_least, check, configure, seeds_ok, writable_dir
-from lab.jobs import run_jobs
+from lab.jobs import ROOT, run_jobs
 
 out_dir = "probe_out"
 seeds = (1337, 1, 2, 3, 4, 5)  # training seeds
@@ -51,9 +52,9 @@ CODE = ("model.py", "memory.py", "stream.py", "train.py", "training.py", "evalua
 LONGER = (4, 16)
 name = lambda s: f"s{s}"
 t_start = time.time()
-r = os.system(f"{shlex.quote(sys.executable)} prepare.py --dataset=recall > /dev/null")
-if r:
-    raise SystemExit("python prepare.py --dataset=recall failed: run it to see why")
+r = subprocess.run([sys.executable, "prepare.py", "--dataset=recall"], cwd=ROOT, capture_output=True, text=True)
+if r.returncode:
+    raise SystemExit(f"python prepare.py --dataset=recall failed: {r.stderr.strip()[-500:]}")
 train = [(name(s), [sys.executable, "train.py", "config/recall.py", f"--seed={s}", f"--max_iters={max_iters}",
                     *(QUICK_TRAIN if quick else []), "--threads=1", f"--out_dir={os.path.join(out_dir, name(s))}",
                     "--overwrite=True", *shlex.split(variant)], "ckpt.pt") for s in seeds]
@@ -87,19 +88,18 @@ for s in seeds:
                  "yes" if learned else "NO"])
 
 n_learned = sum(r["learned"] for r in results)
-median = lambda k, f: statistics.median(f(r) for r in results)
+median = lambda f: statistics.median(f(r) for r in results)
 head = (f"Probe {datetime.date.today()}, {machine()}, load {os.getloadavg()[0]:.1f}, variant "
         f"{variant or '(none: the code as is)'}; `python -m lab.probe{' --quick' if quick else ''}"
         f"{f' --variant={shlex.quote(variant)}' if variant else ''}` ({(time.time() - t_start) / 60:.0f} min, "
         f"runs that were current reused): the quick start's first {max_iters} iterations.")
-lines = ["| seed | first iteration, every distance >= 0.9 | d 1-7, LTM as trained | d 1-7, no LTM (STM alone) | "
-         "4x: d 16-31 | 16x: d 64-127 | learned (>= 0.95 at d 1-7) |", "|---|---|---|---|---|---|---|"]
-lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+tab = table(["seed", "first iteration, every distance >= 0.9", "d 1-7, LTM as trained", "d 1-7, no LTM (STM alone)",
+             "4x: d 16-31", "16x: d 64-127", "learned (>= 0.95 at d 1-7)"], rows)
 summary = (f"{n_learned} of {len(seeds)} seeds learned; medians: worst distance with the LTM "
-           f"{median('t', lambda r: min(r['trained'].values())):.3f}, without it "
-           f"{median('a', lambda r: min(r['stm_alone'].values())):.3f}, 4x {median('4', lambda r: r['far'][4]):.3f}, "
-           f"16x {median('16', lambda r: r['far'][16]):.3f}")
-md = "\n".join([head, "", *lines, "", summary]) + "\n"
+           f"{median(lambda r: min(r['trained'].values())):.3f}, without it "
+           f"{median(lambda r: min(r['stm_alone'].values())):.3f}, 4x {median(lambda r: r['far'][4]):.3f}, "
+           f"16x {median(lambda r: r['far'][16]):.3f}")
+md = "\n".join([head, "", tab, "", summary]) + "\n"
 os.makedirs(out_dir, exist_ok=True)
 write_atomic(os.path.join(out_dir, "probe.md"), lambda f: f.write(md))
 write_atomic(os.path.join(out_dir, "probe.json"), lambda f: json.dump(dict(
