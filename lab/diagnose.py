@@ -41,7 +41,7 @@ except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 cfg = model.config
 if meta["tokenizer"] != "recall" or cfg.mem_len == 0:
-    raise SystemExit(f"{ckpt}: diagnose.py reads memoGPT checkpoints trained on a recall set")
+    raise SystemExit(f"{ckpt}: python -m lab.diagnose reads memoGPT checkpoints trained on a recall set")
 L, S, n_seg = meta["sample_len"], meta["seg_len"], meta["n_seg"]
 n = min(samples, len(val[0]) // L)
 rows = np.asarray(val[0][:n * L], dtype=np.int64).reshape(n, L)

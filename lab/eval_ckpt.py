@@ -14,7 +14,7 @@ same weights, on the same val samples:
     python -m lab.eval_ckpt --ckpt=out-recall/ckpt.pt --quick    # fewer samples, LTM sizes and segments: seconds
 
 Run from the repository root, as train.py is (data/ is found from there). The default 32 val samples are a
-quick look: a recall table is worth quoting on 1000 (report.py's setting).
+quick look: a recall table is worth quoting on 1000 (python -m lab.report's setting).
 
 Results: out_dir/eval_ckpt.json (and recall_longer.png with matplotlib). The functions take the
 settings as a dict (DEFAULTS, any of them overridden), so a script that holds a model can reuse them.
@@ -70,7 +70,7 @@ def load(path, device):
     warn_if_memory_never_read(checkpoint, path)
     if differs(checkpoint["meta"], meta):
         raise ValueError(f"{data_dir} is not the data {path} was trained on (tokenizer, vocabulary or sample "
-                         "layout differ): run lab/eval_ckpt.py from the directory train.py ran in")
+                         "layout differ): run python -m lab.eval_ckpt from the directory train.py ran in")
     cfg = checkpoint["config"]
     check_room(val, cfg["n_seg"] * cfg["seg_len"], meta["sample_len"] if meta["tokenizer"] == "recall" else 0,
                f"the val split of {data_dir}")

@@ -1,5 +1,5 @@
 """
-Measurement jobs a few processes at a time, each skipped while its results are current (report.py, probe.py).
+Measurement jobs a few processes at a time, each skipped while its results are current (lab/report.py, lab/probe.py).
 """
 import hashlib
 import os
