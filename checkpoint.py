@@ -44,11 +44,12 @@ def load_checkpoint(path, device="cpu"):
 
 def load_model(path, device="cpu"):
     """The model a checkpoint holds (out_dir/ckpt.pt), and the whole checkpoint dict. A checkpoint of another
-    FORMAT is refused: an older model.py's has the same parameters, which this one would read as another gate."""
+    FORMAT is refused: an older model.py's has the same parameters, which this one would read as another gate,
+    and other optimizer groups (a plain GPT's too)."""
     ckpt = load_checkpoint(path, device)
     if ckpt.get("format") != FORMAT:  # the same parameter names and shapes, read by another gate
-        raise ValueError(f"{path} was written by an older model.py (another memory gate, issue 40): its memory "
-                         "weights would be read wrongly; train it again")
+        raise ValueError(f"{path} was written by an older model.py (another memory gate and weight-decay groups, "
+                         "issue 40): it would be read wrongly; train it again")
     try:  # torch.compile saves its parameters under an _orig_mod. prefix
         model = GPT(GPTConfig(**ckpt["model_args"]))
         model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
