@@ -126,6 +126,7 @@ class GPTConfig:
     ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
+    gate_stm: bool = False   # the write gate also reads the slot's STM (GRU's recurrent term), not the write alone
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -163,7 +164,8 @@ class GPT(nn.Module):
             # the write is the slot's pooled part plus a normalised state, so the STM stays bounded over any number
             # of segments (ln_f is the LM head's)
             self.ln_mem = LayerNorm(C, bias=config.bias)
-            self.mem_gate = nn.Linear(C, 1, bias=False)  # the gate's content term: what the write holds
+            # the gate's content term: what the write holds (and, with gate_stm, what the slot holds)
+            self.mem_gate = nn.Linear(2 * C if config.gate_stm else C, 1, bias=False)
             self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
@@ -262,7 +264,8 @@ class GPT(nn.Module):
             new = part + self.ln_mem(h)  # (B, M, C)
             # GRU-like: each slot keeps a share of its STM, by its bias and by what it would write,
             # and takes the rest from the write; both sides are bounded, and so is their mix
-            keep = torch.sigmoid(self.mem_keep.view(M, 1) + self.mem_gate(new))  # (B, M, 1)
+            seen = torch.cat((new, mem.stm.expand_as(new)), -1) if self.config.gate_stm else new  # (B, M, C or 2C)
+            keep = torch.sigmoid(self.mem_keep.view(M, 1) + self.mem_gate(seen))  # (B, M, 1)
             stm = keep * mem.stm + (1 - keep) * new
             # W's keys/values, per layer
             snapshot = torch.stack([torch.stack((k[:, :, -M:], v[:, :, -M:])) for k, v in kvs])
