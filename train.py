@@ -61,7 +61,7 @@ block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
-ltm_drop = 0.0           # share of training iterations read with no LTM, so the STM learns to answer by itself
+ltm_drop = 0.25          # share of training iterations read with no LTM: the STM learns to answer, and carry, alone
 recompute = False        # recompute each segment in the backward pass: less activation memory, more work
 # AdamW, cosine learning rate with linear warmup
 learning_rate = 6e-4
@@ -361,7 +361,7 @@ while True:
     batches = [(x_all[i * batch_size:(i + 1) * batch_size], y_all[i * batch_size:(i + 1) * batch_size])
                for i in range(rank * accum, (rank + 1) * accum)]
     # drawn from the batches' generator (saved with the checkpoint), so a resumed run draws the same
-    ltm_size = 0 if ltm_drop and batch_rng.random() < ltm_drop else None
+    ltm_size = 0 if mem_len and ltm and ltm_drop and batch_rng.random() < ltm_drop else None
     train_loss = train_step(model, optimizer, scaler, get_lr(iter_num), grad_clip, batches, ctx=ctx,
                             loss_of=lambda m, x, y: read_samples(m, x, y, seg_len, bptt=bptt, ltm_size=ltm_size,
                                                                  recompute=recompute)[1])
