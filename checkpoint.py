@@ -20,7 +20,7 @@ from model import GPT, GPTConfig
 
 # --- checkpoints ---
 
-FORMAT = 2  # 2 = issue 40's write gate, new = part_j + ln_mem(h), keep = sigmoid(b_j + w . new)
+FORMAT = 3  # 3 = issue 40's write gate reading the slot too: keep = sigmoid(b_j + w . [new, stm]); 2: w . new
 
 
 def load_checkpoint(path, device="cpu"):
@@ -48,8 +48,8 @@ def load_model(path, device="cpu"):
     and other optimizer groups (a plain GPT's too)."""
     ckpt = load_checkpoint(path, device)
     if ckpt.get("format") != FORMAT:  # the same parameter names and shapes, read by another gate
-        raise ValueError(f"{path} was written by an older model.py (another memory gate and weight-decay groups, "
-                         "issue 40): it would be read wrongly; train it again")
+        raise ValueError(f"{path} was written by an older model.py (another memory gate or weight-decay "
+                         "groups, issue 40): it would be read wrongly; train it again")
     try:  # torch.compile saves its parameters under an _orig_mod. prefix
         model = GPT(GPTConfig(**ckpt["model_args"]))
         model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})

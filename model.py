@@ -5,7 +5,8 @@ memoGPT: GPT-2 with implicit memory. What is different from GPT-2 (mem_len > 0):
   [ R read slots | tokens | W write slots ], with the mask drawn in memory.py
 - the short-term memory (STM) is M vectors: R and W start from it, and after the segment
   a learned gate per slot keeps it or takes the write (W's final states and the slot's part of
-  the segment); every slot starts open, and learns where to hold
+  the segment), judging both what the slot holds and what it would write; every slot starts
+  open, and learns where to hold
 - the long-term memory (LTM) is a FIFO of the last K segments' W keys/values per layer:
   later segments attend to them (keys, never queries), told apart by a learned age bias
 - memory rows go through their own FFN (dual FFN); tokens through GPT-2's
@@ -126,7 +127,6 @@ class GPTConfig:
     ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
-    gate_stm: bool = False   # the write gate also reads the slot's STM (GRU's recurrent term), not the write alone
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -164,8 +164,7 @@ class GPT(nn.Module):
             # the write is the slot's pooled part plus a normalised state, so the STM stays bounded over any number
             # of segments (ln_f is the LM head's)
             self.ln_mem = LayerNorm(C, bias=config.bias)
-            # the gate's content term: what the write holds (and, with gate_stm, what the slot holds)
-            self.mem_gate = nn.Linear(2 * C if config.gate_stm else C, 1, bias=False)
+            self.mem_gate = nn.Linear(2 * C, 1, bias=False)  # the gate's content term: what the slot holds and writes
             self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
@@ -262,9 +261,11 @@ class GPT(nn.Module):
             # init the blocks' random features drown the segment in h, and the part keeps a one-hop
             # path from a token to the slot that the reading can learn from
             new = part + self.ln_mem(h)  # (B, M, C)
-            # GRU-like: each slot keeps a share of its STM, by its bias and by what it would write,
-            # and takes the rest from the write; both sides are bounded, and so is their mix
-            seen = torch.cat((new, mem.stm.expand_as(new)), -1) if self.config.gate_stm else new  # (B, M, C or 2C)
+            # GRU-like: each slot keeps a share of its STM, by its bias, by what it holds and by what it
+            # would write, and takes the rest from the write; both sides are bounded, and so is their mix.
+            # Reading what it holds lets a slot learn to keep a fact over filler: judged on the write
+            # alone, slots rewrote the fact every segment, exact over 7 segments, faded over 100
+            seen = torch.cat((new, mem.stm.expand_as(new)), -1)  # (B, M, 2C)
             keep = torch.sigmoid(self.mem_keep.view(M, 1) + self.mem_gate(seen))  # (B, M, 1)
             stm = keep * mem.stm + (1 - keep) * new
             # W's keys/values, per layer

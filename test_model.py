@@ -109,10 +109,9 @@ def test_plain_gpt_rejects_long_input():
 
 # --- causality, also through memory ---
 
-@pytest.mark.parametrize("gate_stm", [False, True])
 @pytest.mark.parametrize("j", [3, 2 * S + 5, 4 * S + 1])  # first, a middle and the last (partial) segment
-def test_no_token_sees_the_future(j, gate_stm):
-    model = tiny(gate_stm=gate_stm)
+def test_no_token_sees_the_future(j):
+    model = tiny()
     idx = tokens(4 * S + 3)
     idx2 = idx.clone()
     idx2[:, j] = (idx[:, j] + 1) % 64
@@ -247,9 +246,8 @@ def test_shared_ffn_ablation_has_no_memory_ffn():
 
 # --- streaming inference ---
 
-@pytest.mark.parametrize("gate_stm", [False, True])
-def test_streaming_generation_equals_batched_forward(gate_stm):
-    model = tiny(gate_stm=gate_stm)
+def test_streaming_generation_equals_batched_forward():
+    model = tiny()
     prompt = tokens(5, B=2)
     out = model.generate(prompt, 4 * S, top_k=1)  # greedy across 4 segment boundaries
     with torch.no_grad():
@@ -303,9 +301,8 @@ def last_segment_loss(model, idx, **kw):
     return model(idx, targets, **kw)[1]
 
 
-@pytest.mark.parametrize("gate_stm", [False, True])
-def test_gradients_reach_every_parameter_through_time(gate_stm):
-    model = tiny(gate_stm=gate_stm).train()
+def test_gradients_reach_every_parameter_through_time():
+    model = tiny().train()
     last_segment_loss(model, tokens(4 * S)).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -60,9 +60,8 @@ mem_len = 0              # short-term memory slots; 0 = plain GPT
 block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg_len reads whole samples
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
-gate_stm = False         # the write gate also reads the slot's STM (GRU's recurrent term)
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
-ltm_drop = 0.0           # share of training iterations read with no LTM, so the STM learns to answer by itself
+ltm_drop = 0.25          # share of training iterations read with no LTM: the STM learns to answer, and carry, alone
 recompute = False        # recompute each segment in the backward pass: less activation memory, more work
 # AdamW, cosine learning rate with linear warmup
 learning_rate = 6e-4
@@ -81,8 +80,7 @@ dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.c
 compile = False          # torch.compile the model
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 seed = 1337
-MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "gate_stm",
-                  "block_size")
+MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
 config, given = configure(globals())
 # every setting's rule, in one place: the first one broken stops the run with one line
 check(config, {
@@ -148,7 +146,7 @@ try:
     if init_from == "scratch":  # vocab padded up to a multiple of 64, which is faster
         gptconf = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or seg_len,
                             bias=bias, vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
-                            ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn, gate_stm=gate_stm)
+                            ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn)
         with torch.device("meta"):  # its shape alone first: a model too large for memory stops before it is made
             check_memory(GPT(gptconf), batch_size, device)
         model = GPT(gptconf)
@@ -156,15 +154,15 @@ try:
         model, ckpt = load_model(run.ckpt_path, device)
     else:  # pretrained GPT-2 with the memory added on top
         model = GPT.from_pretrained(init_from, dropout=dropout, mem_len=mem_len, ltm=ltm, seg_len=seg_len,
-                                    dual_ffn=dual_ffn, gate_stm=gate_stm)
+                                    dual_ffn=dual_ffn)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 if init_from != "scratch":  # a loaded model: its optimizer and attention still to come (a scratch one's shape was
     check_memory(model, batch_size, device)  # checked before it was made)
 # from here each model setting is the model's (a loaded model keeps its own: check_run refuses a setting given
 # for another); config keeps what was given until the run is checked
-(n_layer, n_head, n_embd, dropout, bias, mem_len, ltm, dual_ffn, gate_stm,
- block_size) = (getattr(model.config, k) for k in MODEL_SETTINGS)
+n_layer, n_head, n_embd, dropout, bias, mem_len, ltm, dual_ffn, block_size = (getattr(model.config, k)
+                                                                              for k in MODEL_SETTINGS)
 n_seg_chosen = n_seg == 0
 if n_seg_chosen:  # by the model's mem_len: one segment per sample never reads what the memory wrote, and memory is
     # learned at distance 1 first, so 2 segments for a quarter of the run, then 4
@@ -363,7 +361,7 @@ while True:
     batches = [(x_all[i * batch_size:(i + 1) * batch_size], y_all[i * batch_size:(i + 1) * batch_size])
                for i in range(rank * accum, (rank + 1) * accum)]
     # drawn from the batches' generator (saved with the checkpoint), so a resumed run draws the same
-    ltm_size = 0 if ltm_drop and batch_rng.random() < ltm_drop else None
+    ltm_size = 0 if mem_len and ltm and ltm_drop and batch_rng.random() < ltm_drop else None
     train_loss = train_step(model, optimizer, scaler, get_lr(iter_num), grad_clip, batches, ctx=ctx,
                             loss_of=lambda m, x, y: read_samples(m, x, y, seg_len, bptt=bptt, ltm_size=ltm_size,
                                                                  recompute=recompute)[1])

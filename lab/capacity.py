@@ -57,6 +57,7 @@ ceiling = True           # the in-context row: the same backbone, the whole samp
 layouts = ("clustered", "scattered", "restated")  # where the facts sit (recall.samples), and restated keys
 seeds = (1337, 1, 2)     # training seeds of every row: cells are their median
 ltm = 2
+ltm_drop = 0.25          # share of training steps read with no LTM (train.py's ltm_drop)
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
 n_seg = 8                # segments per sample: distances 1..n_seg-1, scored beyond ltm
 n_keys = 32
@@ -90,6 +91,7 @@ check(config, {
                                 "stage_iters", "eval_samples")},
     "n_values": at_least(2, ": chance is 1/n_values, and facts stored divide by n_values - 1"),
     **{k: at_least(0) for k in ("ltm", "threads")},
+    "ltm_drop": lambda v: 0 <= v <= 1 or "must be in [0, 1]: the share of training steps read with no LTM",
     "curriculum": ints_at_least(1, "segments per sample of the stages before, ints >= 1 like (2, 4)", empty=True),
     "learning_rate": lambda v: 0 < v <= 1 or "must be in (0, 1] (AdamW's step per weight)",
     "n_embd": lambda v: v >= 1 and v % n_head == 0 or f"must be a multiple of n_head={n_head}",
@@ -154,10 +156,10 @@ def build(kind, mem_len, vocab_size, seed):
     return model, model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), device)
 
 
-def run(model, x, y):
+def run(model, x, y, ltm_size=None):
     if isinstance(model, Peer):
         return model(x, y)
-    logits, loss, _ = model(x, y)
+    logits, loss, _ = model(x, y, ltm_size=ltm_size)
     return logits, loss
 
 
@@ -171,8 +173,10 @@ def train(kind, mem_len, vocab_size, layout, seed):
     for it in tqdm(range(iters), desc=f"training {kind} M={mem_len} {layout} seed {seed}", leave=False,
                    disable=not sys.stderr.isatty()):
         x, y = batch(rng, facts[it % len(facts)], batch_size, stages[stage_at(it, curriculum, stage_iters)], layout)
+        no_ltm = ltm_drop and rng.random() < ltm_drop  # drawn for every row: each sees the same batches
+        ltm_size = 0 if no_ltm and kind == "memoGPT" else None
         loss = train_step(model, optimizer, scaler, cosine_lr(it, learning_rate, learning_rate / 10, 50, iters), 1.0,
-                          [(x, y)], loss_of=lambda m, x, y: run(m, x, y)[1], ctx=nullcontext())
+                          [(x, y)], loss_of=lambda m, x, y: run(m, x, y, ltm_size)[1], ctx=nullcontext())
     if not math.isfinite(loss.item()):  # its scores would be chance, written as if measured
         raise SystemExit(f"{kind} M={mem_len} {layout} seed {seed}: the training loss is {loss.item()} after {iters} "
                          "iterations: lower --learning_rate")

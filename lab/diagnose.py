@@ -7,7 +7,7 @@ What a recall checkpoint's memory holds, and where the answer's gradient goes (w
    the other half, from the STM after each segment to the fact's value (chance 1/n_values), from all slots
    and from each slot alone. A fact the STM holds but the model does not answer is a reading failure; a
    fact it does not hold is a writing (or carrying) failure.
- - gates: each slot's keep at each segment's write, sigmoid(mem_keep + mem_gate(new)), the mean over
+ - gates: each slot's keep at each segment's write, sigmoid(mem_keep + mem_gate([new, stm])), the mean over
    samples (it depends on what is written), and each layer's LTM age slopes per head.
  - gradient: on samples asked at distance >= ltm + 1 (beyond the LTM's reach), the norm of the answer
    loss's gradient with respect to the STM after each segment before the question.

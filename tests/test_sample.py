@@ -241,7 +241,7 @@ def test_clear_errors(out, tmp_path):
         ([f"--out_dir={tmp_path}/empty"], "empty/ckpt.pt is not a readable checkpoint (EOFError"),
         ([f"--out_dir={tmp_path}/truncated"], "truncated/ckpt.pt is not a readable checkpoint (RuntimeError"),
         ([f"--out_dir={tmp_path}/junk"], "junk/ckpt.pt was not loaded: it holds more than tensors and plain values"),
-        ([f"--out_dir={older}"], "older/ckpt.pt was written by an older model.py (another memory gate and weight-decay groups, issue 40)"),
+        ([f"--out_dir={older}"], "older/ckpt.pt was written by an older model.py (another memory gate or weight-decay groups, issue 40)"),
         ([f"--out_dir={out_dir}", f"--read={out_dir}/doc.txt", f"--save_memory={tmp_path}/nodir/mem.pt"],
          f"the directory {tmp_path}/nodir does not exist"),
         ([f"--out_dir={out_dir}", "--max_new_tokens=-1"], "--max_new_tokens=-1: must be >= 0"),

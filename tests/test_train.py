@@ -148,7 +148,7 @@ def test_a_checkpoint_of_an_older_model_py_is_refused(work, monkeypatch):
     assert ck["format"] == FORMAT
     del ck["format"]  # as written before checkpoints carried their format
     torch.save(ck, "out/ckpt.pt")
-    line = ("out/ckpt.pt was written by an older model.py (another memory gate and weight-decay groups, issue 40): it "
+    line = ("out/ckpt.pt was written by an older model.py (another memory gate or weight-decay groups, issue 40): it "
             "would be read wrongly; train it again")
     with pytest.raises(SystemExit) as e:
         train(monkeypatch, "--out_dir=out", "--init_from=resume", "--max_iters=4")
