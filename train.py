@@ -62,6 +62,7 @@ ltm = 0                  # long-term memory snapshots
 dual_ffn = True
 gate_stm = False         # the write gate also reads the slot's STM (GRU's recurrent term)
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
+ltm_drop = 0.0           # share of training iterations read with no LTM, so the STM learns to answer by itself
 recompute = False        # recompute each segment in the backward pass: less activation memory, more work
 # AdamW, cosine learning rate with linear warmup
 learning_rate = 6e-4
@@ -98,6 +99,7 @@ check(config, {
     "beta2": lambda v: 0 <= v < 1 or "must be in [0, 1)",
     "grad_clip": at_least(0, " (0 = no clipping): a negative norm would step uphill"),
     "dropout": lambda v: 0 <= v < 1 or "must be in [0, 1)",
+    "ltm_drop": lambda v: 0 <= v <= 1 or "must be in [0, 1]: the share of iterations read with no LTM",
     "dataset": lambda v: bool(v) and v.strip() == v or "a dataset name under data/, e.g. recall",
     "init_from": lambda v: bool(v) or "scratch, resume, gpt2* or a local HF directory",
     "overwrite": lambda v: not (v and init_from == "resume") or (
@@ -360,8 +362,11 @@ while True:
     x_all, y_all = get_batch(batch_rng, train_data, gradient_accumulation_steps * batch_size, segs)
     batches = [(x_all[i * batch_size:(i + 1) * batch_size], y_all[i * batch_size:(i + 1) * batch_size])
                for i in range(rank * accum, (rank + 1) * accum)]
+    # drawn from the batches' generator (saved with the checkpoint), so a resumed run draws the same
+    ltm_size = 0 if ltm_drop and batch_rng.random() < ltm_drop else None
     train_loss = train_step(model, optimizer, scaler, get_lr(iter_num), grad_clip, batches, ctx=ctx,
-                            loss_of=lambda m, x, y: read_samples(m, x, y, seg_len, bptt=bptt, recompute=recompute)[1])
+                            loss_of=lambda m, x, y: read_samples(m, x, y, seg_len, bptt=bptt, ltm_size=ltm_size,
+                                                                 recompute=recompute)[1])
     if ddp:
         all_reduce(train_loss)
         train_loss /= world
