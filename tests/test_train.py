@@ -14,6 +14,7 @@ import torch
 
 from configurator import configure
 import recall
+import training
 from evaluate import recall_accuracy, segment_loss_sums
 from model import GPT, GPTConfig
 from prepare import prepare
@@ -175,8 +176,9 @@ def test_eval_ltm_evaluates_with_another_ltm_size(work, monkeypatch):
         train(monkeypatch, "--out_dir=out", "--init_from=resume", "--ltm=3")
 
 
-def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):
-    common = ["--curriculum=(2,)", "--stage_iters=2", "--eval_interval=2"]
+@pytest.mark.parametrize("ltm_drop", [0.0, 0.5])  # the draws of no LTM resume too
+def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch, ltm_drop):
+    common = ["--curriculum=(2,)", "--stage_iters=2", "--eval_interval=2", f"--ltm_drop={ltm_drop}"]
     train(monkeypatch, *common, "--max_iters=4", "--out_dir=straight")
     train(monkeypatch, *common, "--max_iters=2", "--out_dir=split")
     assert load("split/ckpt.pt")["stage"] == 1 and load("split/ckpt.pt")["iter_num"] == 2
@@ -194,6 +196,14 @@ def test_resume_is_exact_across_a_curriculum_stage(work, monkeypatch):
     assert records[-1]["val_loss_by_segment"][0] is None and all(records[-1]["val_loss_by_segment"][1:])
     assert set(records[-1]["recall_accuracy"]) == {"1", "2"}
     assert [r["train_loss"] for r in records] == [r["train_loss"] for r in log("split/log.jsonl")]
+
+
+@pytest.mark.parametrize("ltm_drop, sizes", [(0.0, {None}), (0.5, {0, None}), (1.0, {0})])
+def test_ltm_drop_reads_a_share_of_iterations_with_no_ltm(work, monkeypatch, ltm_drop, sizes):
+    seen, real = [], training.read_samples  # train.py's own reads (evaluate.py imported its read_samples before)
+    monkeypatch.setattr(training, "read_samples", lambda *a, **kw: seen.append(kw["ltm_size"]) or real(*a, **kw))
+    train(monkeypatch, "--max_iters=12", "--eval_interval=12", "--out_dir=out", f"--ltm_drop={ltm_drop}")
+    assert len(seen) == 12 and set(seen) == sizes
 
 
 def test_a_redirected_log_has_lines_not_a_bar(work, monkeypatch, capsys):
