@@ -265,7 +265,7 @@ class GPT(nn.Module):
             # would write, and takes the rest from the write; both sides are bounded, and so is their mix.
             # Reading what it holds lets a slot learn to keep a fact over filler: judged on the write
             # alone, slots rewrote the fact every segment, exact over 7 segments, faded over 100
-            seen = torch.cat((new, mem.stm.expand_as(new)), -1)  # (B, M, 2C)
+            seen = torch.cat((new, mem.stm), -1)  # (B, M, 2C)
             keep = torch.sigmoid(self.mem_keep.view(M, 1) + self.mem_gate(seen))  # (B, M, 1)
             stm = keep * mem.stm + (1 - keep) * new
             # W's keys/values, per layer
