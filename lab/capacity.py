@@ -82,7 +82,7 @@ QUICK = dict(out_dir="bench_out/quick", facts=(1, 2), mem_lens=(2,), peer_mem_le
 config, _ = configure(globals(), quick=QUICK)
 check(config, {
     "facts": ints_at_least(1, "facts per sample, a tuple of at least one int >= 1, like (1, 2, 4)"),
-    "mem_lens": ints_at_least(1, "memoGPT memory slots, a tuple of at least one int >= 1, like (4, 8)"),
+    "mem_lens": ints_at_least(1, "memoGPT memory slots, a tuple of ints >= 1 like (4, 8) (none: ())", empty=True),
     "peer_mem_lens": ints_at_least(1, "peer memory tokens, a tuple of ints >= 1 (none: ())", empty=True),
     "layouts": lambda v: (isinstance(v, tuple) and len(v) > 0 and set(v) <= {"clustered", "scattered", "restated"}
                           or "a tuple of clustered, scattered and/or restated, like ('clustered', 'scattered')"),
@@ -99,6 +99,8 @@ check(config, {
     "device": device_ok,
     "out_dir": writable_dir("output directory"),
 })
+if not (mem_lens or peer_mem_lens or ceiling):
+    raise SystemExit("no rows to train: give --mem_lens, --peer_mem_lens or --ceiling=True")
 if 2 * max(facts) > seg_len or max(facts) > (n_seg - 1) * (seg_len // 3) or n_seg <= ltm + 1:
     raise SystemExit(f"need 2 * max(facts) <= seg_len, max(facts) <= (n_seg-1) * (seg_len//3) questions and "
                      f"n_seg > ltm + 1 (distances beyond the LTM); got facts={facts}, seg_len={seg_len}, "
@@ -240,7 +242,7 @@ def plot(rows, path):
                      label=f"memoGPT, {layout}")
         for r in rows:
             if r["layout"] == layout and r["kind"] != "memoGPT":
-                x = r["mem_len"] or max(mem_lens)
+                x = r["mem_len"] or max((*mem_lens, *peer_mem_lens), default=1)
                 axes[1].plot([x], [max(r["stored"].values())], ("x" if r["kind"] == "peer" else "*"),
                              label=f"{r['label']}, {layout}")
     slots = sorted(set(mem_lens))

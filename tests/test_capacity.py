@@ -47,7 +47,15 @@ def test_capacity_without_the_peer(tmp_path):
     assert "| memoGPT, 2 memory slots |" in stdout and "peer" not in stdout
 
 
-@pytest.mark.parametrize("arg, message", [("--mem_lens=(0,)", "--mem_lens=(0,): memoGPT memory slots"),
+def test_the_ceiling_alone(tmp_path):
+    """--mem_lens=() --peer_mem_lens=(): the in-context row alone, its table and plot."""
+    stdout, rows = capacity(tmp_path, "--mem_lens=()", "--peer_mem_lens=()", "--layouts=('clustered',)")
+    assert [(r["kind"], r["mem_len"]) for r in rows] == [("ceiling", 0)] and "memoGPT," not in stdout
+
+
+@pytest.mark.parametrize("arg, message", [("--mem_lens=() --peer_mem_lens=() --ceiling=False",
+                                           "no rows to train: give --mem_lens, --peer_mem_lens or --ceiling=True"),
+                                          ("--mem_lens=(0,)", "--mem_lens=(0,): memoGPT memory slots"),
                                           ("--batch_size=0", "--batch_size=0: must be >= 1"),
                                           ("--device=tpu", "--device=tpu: choose cpu or cuda"),
                                           ("--layouts=('random',)", "--layouts=('random',): a tuple of clustered"),
@@ -56,7 +64,7 @@ def test_capacity_without_the_peer(tmp_path):
                                           ("--learning_rate=1e999", "--learning_rate=inf: must be in (0, 1]"),
                                           ("--n_values=1", "--n_values=1: must be >= 2")])
 def test_bad_settings_stop_before_work(tmp_path, arg, message):
-    proc = subprocess.run([*CAPACITY, "--quick", arg], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([*CAPACITY, "--quick", *arg.split()], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env=ENV)
     assert proc.returncode == 1 and proc.stderr == message + proc.stderr[len(message):]
     assert proc.stderr.count("\n") == 1 and not os.listdir(tmp_path)
