@@ -93,10 +93,8 @@ check(config, {
     "min_lr": lambda v: 0 <= v <= learning_rate or f"must be >= 0 and <= learning_rate ({learning_rate})",
     "lr_decay_iters": lambda v: (type(v) is int and v >= 0 and (not decay_lr or v >= warmup_iters)
                                  or f"must be >= warmup_iters ({warmup_iters}): the cosine decay follows the warmup"),
-    "beta1": lambda v: 0 <= v < 1 or "must be in [0, 1)",
-    "beta2": lambda v: 0 <= v < 1 or "must be in [0, 1)",
+    **{k: (lambda v: 0 <= v < 1 or "must be in [0, 1)") for k in ("beta1", "beta2", "dropout")},
     "grad_clip": at_least(0, " (0 = no clipping): a negative norm would step uphill"),
-    "dropout": lambda v: 0 <= v < 1 or "must be in [0, 1)",
     "ltm_drop": lambda v: 0 <= v <= 1 or "must be in [0, 1]: the share of iterations read with no LTM",
     "dataset": lambda v: bool(v) and v.strip() == v or "a dataset name under data/, e.g. recall",
     "init_from": lambda v: bool(v) or "scratch, resume, gpt2* or a local HF directory",
