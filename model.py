@@ -170,7 +170,7 @@ class GPT(nn.Module):
             self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
             if config.pool == "content":
                 self.mem_pool = nn.Linear(C, C, bias=False)  # a token's key for the slots' competition
-                self.pool_prior = nn.Parameter(torch.tensor(4.0))  # how much a token prefers its own part
+                self.pool_prior = nn.Parameter(torch.tensor(0.0))  # how much a token prefers its own part
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -206,7 +206,7 @@ class GPT(nn.Module):
         torch.nn.init.zeros_(self.mem_gate.weight)
         if hasattr(self, "mem_pool"):
             torch.nn.init.zeros_(self.mem_pool.weight)
-            self.pool_prior.fill_(4.0)
+            self.pool_prior.fill_(0.0)
         self.mem_keep.fill_(-2.0)
 
     def get_num_params(self, non_embedding=True):
