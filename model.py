@@ -127,8 +127,7 @@ class GPTConfig:
     ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
-    pool: str = "parts"      # what write slot j starts from: "parts", the j-th of M parts of the segment;
-                             # "content", tokens shared out among the slots by content, from the parts
+    pool: str = "parts"      # "pointer": each write also copies the tokens its slot points at (ablation)
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -168,9 +167,9 @@ class GPT(nn.Module):
             self.ln_mem = LayerNorm(C, bias=config.bias)
             self.mem_gate = nn.Linear(2 * C, 1, bias=False)  # the gate's content term: what the slot holds and writes
             self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
-            if config.pool == "content":
-                self.mem_pool = nn.Linear(C, C, bias=False)  # a token's key for the slots' competition
-                self.pool_prior = nn.Parameter(torch.tensor(4.0))  # how much a token prefers its own part
+            if config.pool == "pointer":
+                self.mem_point = nn.Linear(C, C, bias=False)  # slot's final state -> which token it points at
+                self.point_gain = nn.Parameter(torch.zeros(()))  # the pointer's share of the write (0 at init)
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -204,9 +203,8 @@ class GPT(nn.Module):
         # some seeds never learned (RESULTS.md, issue 40). The content term, from zero, learns where to hold: a slot
         # can close on filler and open on a fact
         torch.nn.init.zeros_(self.mem_gate.weight)
-        if hasattr(self, "mem_pool"):
-            torch.nn.init.zeros_(self.mem_pool.weight)
-            self.pool_prior.fill_(4.0)
+        if hasattr(self, "point_gain"):
+            self.point_gain.zero_()
         self.mem_keep.fill_(-2.0)
 
     def get_num_params(self, non_embedding=True):
@@ -244,17 +242,7 @@ class GPT(nn.Module):
             # write slot j starts from the STM, its own embedding, and the mean of the j-th of M
             # parts of the segment: each slot begins with tokens of its own, not all with one
             # blend of the segment
-            if self.config.pool == "content":
-                # each token is shared out among the slots (softmax over slots: they compete for it), by its
-                # own part (a prior) and by a content match with the slot; slot j starts from its tokens' mean
-                S = write_segment.size(1)
-                own = F.adaptive_avg_pool1d(torch.eye(S, device=tok_emb.device)[None], M)[0] > 0  # (S, M)
-                query = mem.stm + self.mem_write  # (B, M, C)
-                match = self.mem_pool(write_segment) @ query.transpose(1, 2) / math.sqrt(query.size(-1))
-                share = F.softmax(match + self.pool_prior * own, dim=-1)  # (B, S, M)
-                part = share.transpose(1, 2) @ write_segment / share.sum(1).unsqueeze(-1)  # (B, M, C)
-            else:
-                part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
+            part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
             rows.append(mem.stm + self.mem_write + part)
         x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, n_read + t + n_write, C)
         t, n_past = tok_emb.size(1), 0 if past is None else past[0].size(-2)
@@ -279,6 +267,11 @@ class GPT(nn.Module):
             # init the blocks' random features drown the segment in h, and the part keeps a one-hop
             # path from a token to the slot that the reading can learn from
             new = part + self.ln_mem(h)  # (B, M, C)
+            if self.config.pool == "pointer":
+                # each slot, from its final state (the slots have seen each other in every layer), points at
+                # tokens of the segment and adds their raw embeddings: a fact copied whole from wherever it sits
+                score = self.mem_point(self.ln_mem(h)) @ write_segment.transpose(1, 2) / math.sqrt(h.size(-1))
+                new = new + self.point_gain * (F.softmax(score, dim=-1) @ write_segment)  # (B, M, C)
             # GRU-like: each slot keeps a share of its STM, by its bias, by what it holds and by what it
             # would write, and takes the rest from the write; both sides are bounded, and so is their mix.
             # Reading what it holds lets a slot learn to keep a fact over filler: judged on the write
