@@ -22,9 +22,9 @@ recurrent-memory-transformer-pytorch (a bench and dev dependency; model.py never
 width, depth, heads and memory tokens, its memory tokens alone (no XL cache; its wrapper drops labels, so
 its loss is computed here); the ceiling, the same backbone as a plain GPT reading the whole sample in one
 window (no memory needed; the curriculum is its length warmup): an upper bound only where it has learned to
-retrieve by key, which at the default budget it has not (RESULTS.md: it answers where memoGPT does). Every row trains with AdamW, weight decay 0.1: the
-peer on all its parameters, memoGPT and the ceiling (model.configure_optimizers) on their blocks' matrices only. Cells are the median over seeds, with the
-range; "stored" is ARMT's estimate of the facts actually held, k = n (v a - 1) / (v - 1) for n facts shown,
+retrieve by key, which at the default budget it has not (RESULTS.md: it answers where memoGPT does). Every row
+trains with AdamW, weight decay 0.1: the peer on all its parameters, memoGPT and the ceiling
+(model.configure_optimizers) on their blocks' matrices only. Cells are the median over seeds, with the range; "stored" is ARMT's estimate of the facts actually held, k = n (v a - 1) / (v - 1) for n facts shown,
 v values and accuracy a (0 at chance, n when every answer is right).
 Results: out_dir/capacity.json, capacity.csv, capacity.png (with matplotlib).
 """
