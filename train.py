@@ -26,10 +26,10 @@ from tqdm import tqdm
 from checkpoint import FORMAT, Run, load_model, resume, rng_states
 from common import autocast, check_disk, check_memory
 from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
-from data import check_room, differs, inputs_targets, load_meta, open_split, sample_batch
+from data import inputs_targets, load_meta, open_split, sample_batch
 from evaluate import recall_accuracy, val_losses
 from model import GPT, GPTConfig
-from training import cosine_lr, read_samples, stage_at, train_step
+from training import MODEL_SETTINGS, check_run, cosine_lr, read_samples, stage_at, train_step
 
 # I/O
 out_dir = "out"
@@ -80,7 +80,6 @@ dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if torch.c
 compile = False          # torch.compile the model
 threads = 0              # CPU threads for torch (0 = its default); 1 when other processes share the cores
 seed = 1337
-MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
 config, given = configure(globals())
 # every setting's rule, in one place: the first one broken stops the run with one line
 check(config, {
@@ -168,55 +167,9 @@ if n_seg_chosen:  # by the model's mem_len: one segment per sample never reads w
     if mem_len and not curriculum:
         curriculum, stage_iters = (2,), stage_iters or max(1, max_iters // 4)
 stages = (*curriculum, n_seg)
-
-
-def check_run():
-    """Before any work, the model, the settings and the data against each other: a resume reads the data it was
-    trained on and a loaded model keeps its shape; the model reads the data's segments and vocabulary; every stage's
-    samples fit the data."""
-    loaded = run.ckpt_path if init_from == "resume" else init_from
-    if ckpt is not None and differs(ckpt["meta"], meta):
-        raise SystemExit(f"{data_dir} is not the data {loaded} was trained on ({', '.join(differs(ckpt['meta'], meta))}"
-                         f" differ; it trained on --dataset={ckpt['config'].get('dataset', '?')}): resume on that set "
-                         "as it was, or start a new run in another --out_dir")
-    refused = [k for k in MODEL_SETTINGS if init_from != "scratch" and k in given
-               and getattr(model.config, k) != ((config[k] or seg_len) if k == "block_size" else config[k])]
-    if refused:
-        raise SystemExit(f"{' '.join(f'--{k}={config[k]}' for k in refused)}: {loaded} has "
-                         f"{', '.join(f'{k}={getattr(model.config, k)}' for k in refused)}, and "
-                         f"--init_from={init_from} keeps the model it loads: drop these settings"
-                         + (" (--eval_ltm evaluates it with another LTM size)" if "ltm" in refused else ""))
-    if eval_ltm is not None and not mem_len:
-        raise SystemExit(f"--eval_ltm={eval_ltm}: the LTM snapshots kept at evaluation, an int >= 0, for a model "
-                         "with memory (this one has mem_len=0)")
-    if mem_len and model.config.seg_len != seg_len:
-        raise SystemExit(f"the {init_from} model reads segments of {model.config.seg_len} tokens: "
-                         f"pass --seg_len={model.config.seg_len}")
-    if model.config.vocab_size < meta["vocab_size"] or seg_len > block_size:
-        raise SystemExit(f"the {init_from} model (vocab {model.config.vocab_size}, block_size {block_size}) cannot "
-                         f"read {dataset} (vocab {meta['vocab_size']}) in segments of seg_len={seg_len}")
-    if answer_loss and not recall:
-        raise SystemExit(f"answer_loss needs the recall set; {dataset} has no answers")
-    if recall and (seg_len != meta["seg_len"] or max(stages) > meta["n_seg"]):
-        raise SystemExit(f"{data_dir} holds samples of {meta['n_seg']} segments of {meta['seg_len']} tokens: train "
-                         f"with --seg_len={meta['seg_len']} and n_seg <= {meta['n_seg']}, or remake it with prepare.py")
-    if curriculum and stage_iters < 1:
-        raise SystemExit(f"curriculum {curriculum} needs --stage_iters, the iterations of each stage")
-    if answer_loss and min(stages) < 2:
-        raise SystemExit(f"with answer_loss, every curriculum stage needs n_seg >= 2 (the first question is in "
-                         f"segment 1), got n_seg stages {stages}")
-    try:
-        for split, shards in (("train", train_data), ("val", val_data)):
-            check_room(shards, max(stages) * seg_len, meta["sample_len"] if recall else 0,
-                       f"the {split} split of {data_dir}")
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
-
-
-check_run()
-# what the checkpoint says was trained
-config.update({k: getattr(model.config, k) for k in MODEL_SETTINGS}, n_seg=n_seg, curriculum=curriculum,
-              stage_iters=stage_iters)
+config.update(n_seg=n_seg, curriculum=curriculum, stage_iters=stage_iters)
+check_run(config, given, model.config, ckpt, meta, {"train": train_data, "val": val_data})
+config.update({k: getattr(model.config, k) for k in MODEL_SETTINGS})  # what the checkpoint says was trained
 if n_seg_chosen and mem_len and master:
     print(f"memoGPT without --n_seg: {' -> '.join(map(str, stages))} segments per sample, {stage_iters} iterations "
           "per stage before the last (--n_seg, --curriculum and --stage_iters choose others)")

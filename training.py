@@ -2,12 +2,64 @@
 One training step, as train.py takes it (and bench.py and lab/capacity.py with it): how a batch of samples is
 read (read_samples, also in every evaluation), the curriculum stage and the learning rate at an iteration
 (stage_at, cosine_lr), and the step (train_step: forward and backward over the micro-batches, then
-optimizer_step).
+optimizer_step). Before any of it, train.py's check_run: the settings, the model and the data against each other.
 """
 import math
+import os
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+
+from data import check_room, differs
+
+# the settings that make a model: a loaded one (resume, gpt2*) keeps its own
+MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
+
+
+def check_run(config, given, model_config, ckpt, meta, splits):
+    """Before any work, train.py's settings (config; given: those set on its command line or in a config file), its
+    model and checkpoint (ckpt: None for a new model) and its data (meta; splits: name -> shards) against each
+    other; the first mismatch stops the run with one line. A resume reads the data it was trained on, and a
+    loaded model keeps its shape; the model reads the data's segments and vocabulary; every stage's samples fit."""
+    c, m = config, model_config
+    init_from, seg_len, recall = c["init_from"], c["seg_len"], meta["tokenizer"] == "recall"
+    data_dir, stages = os.path.join("data", c["dataset"]), (*c["curriculum"], c["n_seg"])
+    loaded = os.path.join(c["out_dir"], "ckpt.pt") if init_from == "resume" else init_from
+    if ckpt is not None and differs(ckpt["meta"], meta):
+        raise SystemExit(f"{data_dir} is not the data {loaded} was trained on ({', '.join(differs(ckpt['meta'], meta))}"
+                         f" differ; it trained on --dataset={ckpt['config'].get('dataset', '?')}): resume on that set "
+                         "as it was, or start a new run in another --out_dir")
+    refused = [k for k in MODEL_SETTINGS if init_from != "scratch" and k in given
+               and getattr(m, k) != ((c[k] or seg_len) if k == "block_size" else c[k])]
+    if refused:
+        raise SystemExit(f"{' '.join(f'--{k}={c[k]}' for k in refused)}: {loaded} has "
+                         f"{', '.join(f'{k}={getattr(m, k)}' for k in refused)}, and "
+                         f"--init_from={init_from} keeps the model it loads: drop these settings"
+                         + (" (--eval_ltm evaluates it with another LTM size)" if "ltm" in refused else ""))
+    if c["eval_ltm"] is not None and not m.mem_len:
+        raise SystemExit(f"--eval_ltm={c['eval_ltm']}: the LTM snapshots kept at evaluation, an int >= 0, for a model "
+                         "with memory (this one has mem_len=0)")
+    if m.mem_len and m.seg_len != seg_len:
+        raise SystemExit(f"the {init_from} model reads segments of {m.seg_len} tokens: pass --seg_len={m.seg_len}")
+    if m.vocab_size < meta["vocab_size"] or seg_len > m.block_size:
+        raise SystemExit(f"the {init_from} model (vocab {m.vocab_size}, block_size {m.block_size}) cannot "
+                         f"read {c['dataset']} (vocab {meta['vocab_size']}) in segments of seg_len={seg_len}")
+    if c["answer_loss"] and not recall:
+        raise SystemExit(f"answer_loss needs the recall set; {c['dataset']} has no answers")
+    if recall and (seg_len != meta["seg_len"] or max(stages) > meta["n_seg"]):
+        raise SystemExit(f"{data_dir} holds samples of {meta['n_seg']} segments of {meta['seg_len']} tokens: train "
+                         f"with --seg_len={meta['seg_len']} and n_seg <= {meta['n_seg']}, or remake it with prepare.py")
+    if c["curriculum"] and c["stage_iters"] < 1:
+        raise SystemExit(f"curriculum {c['curriculum']} needs --stage_iters, the iterations of each stage")
+    if c["answer_loss"] and min(stages) < 2:
+        raise SystemExit(f"with answer_loss, every curriculum stage needs n_seg >= 2 (the first question is in "
+                         f"segment 1), got n_seg stages {stages}")
+    try:
+        for split, shards in splits.items():
+            check_room(shards, max(stages) * seg_len, meta["sample_len"] if recall else 0,
+                       f"the {split} split of {data_dir}")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def read_samples(model, x, y, seg_len, carry=True, bptt=0, ltm_size=None, recompute=False):
