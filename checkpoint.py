@@ -254,7 +254,9 @@ def model_signature(model):
     cfg = model.config
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "seg_len")}
     digest = hashlib.sha1()
+    route = [model.mem_shift, model.route_null, *model.mem_route.parameters(), *model.ln_route.parameters()] \
+        if cfg.pool == "route" else []
     for p in (model.mem_init, model.mem_read, model.mem_write, model.ltm_age, model.mem_keep, model.mem_gate.weight,
-              *model.ln_mem.parameters()):
+              *model.ln_mem.parameters(), *route):
         digest.update(p.detach().float().cpu().numpy().tobytes())
     return {"shape": shape, "weights": digest.hexdigest()}

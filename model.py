@@ -5,8 +5,8 @@ memoGPT: GPT-2 with implicit memory. What is different from GPT-2 (mem_len > 0):
   [ R read slots | tokens | W write slots ], with the mask drawn in memory.py
 - the short-term memory (STM) is M vectors: R and W start from it, and after the segment
   a learned gate per slot keeps it or takes the write (W's final states and the slot's part of
-  the segment), judging both what the slot holds and what it would write; every slot starts
-  open, and learns where to hold
+  the segment, or with pool="route" the token pairs it won by content), judging both what the
+  slot holds and what it would write; every slot starts open, and learns where to hold
 - the long-term memory (LTM) is a FIFO of the last K segments' W keys/values per layer:
   later segments attend to them (keys, never queries), told apart by a learned age bias
 - memory rows go through their own FFN (dual FFN); tokens through GPT-2's
@@ -127,6 +127,8 @@ class GPTConfig:
     ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
+    pool: str = "parts"      # what write slot j starts from: "parts", the mean of the j-th of M parts of the segment;
+                             # "route", the token pairs it wins from the other slots by content (issue 31)
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -137,6 +139,8 @@ class GPTConfig:
         if self.mem_len < 0 or self.ltm < 0:
             raise ValueError("mem_len (memory slots) and ltm (snapshots) must be >= 0 (0 = none), "
                              f"got mem_len={self.mem_len}, ltm={self.ltm}")
+        if self.pool not in ("parts", "route"):
+            raise ValueError(f"pool={self.pool!r}: what a write slot starts from, 'parts' or 'route'")
         if self.mem_len > 0 and not 0 < self.seg_len <= self.block_size:
             raise ValueError("need 0 < seg_len <= block_size, "
                              f"got {self.seg_len}, {self.block_size}")
@@ -166,6 +170,11 @@ class GPT(nn.Module):
             self.ln_mem = LayerNorm(C, bias=config.bias)
             self.mem_gate = nn.Linear(2 * C, 1, bias=False)  # the gate's content term: what the slot holds and writes
             self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
+            if config.pool == "route":
+                self.mem_shift = nn.Parameter(torch.zeros(C))  # per channel, the share of a pair from its first token
+                self.ln_route = LayerNorm(C, bias=config.bias)
+                self.mem_route = nn.Linear(2 * C, C, bias=False)  # a pair's key, from its two tokens apart
+                self.route_null = nn.Parameter(torch.zeros(()))  # the logit of no slot: where filler can go
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -200,6 +209,24 @@ class GPT(nn.Module):
         # can close on filler and open on a fact
         torch.nn.init.zeros_(self.mem_gate.weight)
         self.mem_keep.fill_(-2.0)
+        if self.config.pool == "route":  # a pair starts as the mean of its two tokens, and no slot as likely as any
+            self.mem_shift.fill_(0.5)
+            self.route_null.zero_()
+
+    def route(self, seg, query):
+        """pool="route": what each write slot starts from, wherever in the segment seg (B, S, C) a fact sits.
+        Each token with the one before is a pair (a key and its value in one vector: RWKV's token shift,
+        learned per channel); every pair is shared out among the M slots and a null by a softmax over a
+        content match with each slot's query (B, M, C), so the slots compete for it, and filler can go
+        nowhere. Slot j starts from the mean of the pairs it won (B, M, C)."""
+        prev = F.pad(seg, (0, 0, 1, 0))[:, :-1]  # the token before; zeros before the first
+        pair = seg + self.mem_shift * (prev - seg)  # (B, S, C)
+        # the key reads the two tokens apart: a fact "k v" and the seam "v k" between two facts differ
+        key = self.mem_route(torch.cat((self.ln_route(seg), self.ln_route(prev)), -1))  # (B, S, C)
+        score = key @ self.ln_route(query).transpose(1, 2) / math.sqrt(key.size(-1))  # (B, S, M)
+        score = torch.cat((score, self.route_null.expand(*score.shape[:2], 1)), -1)  # (B, S, M + 1)
+        share = F.softmax(score, dim=-1)[..., :-1]  # (B, S, M): each pair's share of each slot
+        return share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6)
 
     def get_num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())
@@ -233,10 +260,13 @@ class GPT(nn.Module):
         n_read, n_write = (M if add_read else 0), (0 if write_segment is None else M)
         rows = [mem.stm + self.mem_read, tok_emb] if add_read else [tok_emb]
         if write_segment is not None:
-            # write slot j starts from the STM, its own embedding, and the mean of the j-th of M
-            # parts of the segment: each slot begins with tokens of its own, not all with one
-            # blend of the segment
-            part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
+            # write slot j starts from the STM, its own embedding, and part_j, tokens of its own (not
+            # all slots one blend of the segment): with pool="parts" the mean of the j-th of M parts of
+            # the segment, so a slot holds what sits in its part, two facts or none (RESULTS.md, issue 31)
+            if self.config.pool == "parts":
+                part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
+            else:
+                part = self.route(write_segment, mem.stm + self.mem_write)
             rows.append(mem.stm + self.mem_write + part)
         x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, n_read + t + n_write, C)
         t, n_past = tok_emb.size(1), 0 if past is None else past[0].size(-2)

@@ -109,9 +109,10 @@ def test_plain_gpt_rejects_long_input():
 
 # --- causality, also through memory ---
 
+@pytest.mark.parametrize("pool", ["parts", "route"])
 @pytest.mark.parametrize("j", [3, 2 * S + 5, 4 * S + 1])  # first, a middle and the last (partial) segment
-def test_no_token_sees_the_future(j):
-    model = tiny()
+def test_no_token_sees_the_future(j, pool):
+    model = tiny(pool=pool)
     idx = tokens(4 * S + 3)
     idx2 = idx.clone()
     idx2[:, j] = (idx[:, j] + 1) % 64
@@ -191,6 +192,21 @@ def test_write_slot_j_starts_from_part_j_of_the_segment():
     assert changed.tolist() == [j == 1 for j in range(M)]
 
 
+def test_routed_slots_start_from_the_pairs_they_win():
+    """pool="route": a pair is a token with the one before (their mean at init); with no content match yet every
+    pair is shared out alike among the M slots and the null, so every slot starts from the mean of the pairs; a
+    null that wins every pair leaves every slot empty (filler can go nowhere)."""
+    model = tiny(pool="route")
+    seg = model.embed(tokens(S))
+    query = model.empty_memory(2).stm + model.mem_write
+    with torch.no_grad():
+        model.mem_route.weight.zero_()
+        pairs = (seg + torch.nn.functional.pad(seg, (0, 0, 1, 0))[:, :-1]) / 2  # the token before the first: zeros
+        torch.testing.assert_close(model.route(seg, query), pairs.mean(1, keepdim=True).expand(-1, M, -1))
+        model.route_null.fill_(1e4)
+        assert not model.route(seg, query).any()
+
+
 @pytest.mark.parametrize("bias, keeps", [(30.0, True), (-30.0, False)])
 def test_gate_keeps_the_stm_or_takes_the_write(bias, keeps):
     model = tiny()
@@ -246,8 +262,9 @@ def test_shared_ffn_ablation_has_no_memory_ffn():
 
 # --- streaming inference ---
 
-def test_streaming_generation_equals_batched_forward():
-    model = tiny()
+@pytest.mark.parametrize("pool", ["parts", "route"])
+def test_streaming_generation_equals_batched_forward(pool):
+    model = tiny(pool=pool)
     prompt = tokens(5, B=2)
     out = model.generate(prompt, 4 * S, top_k=1)  # greedy across 4 segment boundaries
     with torch.no_grad():
@@ -301,8 +318,9 @@ def last_segment_loss(model, idx, **kw):
     return model(idx, targets, **kw)[1]
 
 
-def test_gradients_reach_every_parameter_through_time():
-    model = tiny().train()
+@pytest.mark.parametrize("pool", ["parts", "route"])
+def test_gradients_reach_every_parameter_through_time(pool):
+    model = tiny(pool=pool).train()
     last_segment_loss(model, tokens(4 * S)).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -60,6 +60,7 @@ mem_len = 0              # short-term memory slots; 0 = plain GPT
 block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg_len reads whole samples
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
+pool = "parts"           # what a write slot starts from: parts (its part of the segment) | route (pairs won by content)
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
 ltm_drop = 0.25          # share of training iterations read with no LTM: the STM learns to answer, and carry, alone
 recompute = False        # recompute each segment in the backward pass: less activation memory, more work
@@ -102,6 +103,8 @@ check(config, {
     "eval_ltm": lambda v: (v is None or type(v) is int and v >= 0
                            or "the LTM snapshots kept at evaluation, an int >= 0, for a model with memory"),
     "seed": seed_ok,
+    "pool": lambda v: v in ("parts", "route") or ("parts (a slot starts from its part of the segment) or route "
+                                                  "(from the token pairs it wins by content)"),
     "device": device_ok,
     "dtype": dtype_ok(device),
     "out_dir": writable_dir("output directory"),
@@ -143,7 +146,7 @@ try:
     if init_from == "scratch":  # vocab padded up to a multiple of 64, which is faster
         gptconf = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size or seg_len,
                             bias=bias, vocab_size=-(-meta["vocab_size"] // 64) * 64, dropout=dropout, mem_len=mem_len,
-                            ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn)
+                            ltm=ltm, seg_len=seg_len, dual_ffn=dual_ffn, pool=pool)
         with torch.device("meta"):  # its shape alone first: a model too large for memory stops before it is made
             check_memory(GPT(gptconf), batch_size, device)
         model = GPT(gptconf)
@@ -151,15 +154,15 @@ try:
         model, ckpt = load_model(run.ckpt_path, device)
     else:  # pretrained GPT-2 with the memory added on top
         model = GPT.from_pretrained(init_from, dropout=dropout, mem_len=mem_len, ltm=ltm, seg_len=seg_len,
-                                    dual_ffn=dual_ffn)
+                                    dual_ffn=dual_ffn, pool=pool)
 except (OSError, ValueError) as e:
     raise SystemExit(str(e)) from None
 if init_from != "scratch":  # a loaded model: its optimizer and attention still to come (a scratch one's shape was
     check_memory(model, batch_size, device)  # checked before it was made)
 # from here each model setting is the model's (a loaded model keeps its own: check_run refuses a setting given
 # for another); config keeps what was given until the run is checked
-n_layer, n_head, n_embd, dropout, bias, mem_len, ltm, dual_ffn, block_size = (getattr(model.config, k)
-                                                                              for k in MODEL_SETTINGS)
+n_layer, n_head, n_embd, dropout, bias, mem_len, ltm, dual_ffn, pool, block_size = (
+    getattr(model.config, k) for k in MODEL_SETTINGS)
 n_seg_chosen = n_seg == 0
 if n_seg_chosen:  # by the model's mem_len: one segment per sample never reads what the memory wrote, and memory is
     # learned at distance 1 first, so 2 segments for a quarter of the run, then 4

@@ -13,7 +13,8 @@ from torch.nn.parallel import DistributedDataParallel
 from data import check_room, differs
 
 # the settings that make a model: a loaded one (resume, gpt2*) keeps its own
-MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "block_size")
+MODEL_SETTINGS = ("n_layer", "n_head", "n_embd", "dropout", "bias", "mem_len", "ltm", "dual_ffn", "pool",
+                  "block_size")
 
 
 def check_run(config, given, model_config, ckpt, meta, splits):

@@ -85,6 +85,7 @@ def test_config_file_with_a_syntax_error_is_named(tmp_path):
     ("--grad_clip=-1", "--grad_clip=-1.0: must be >= 0 (0 = no clipping)"),
     ("--learning_rate=-1", "--learning_rate=-1.0: must be > 0"),
     ("--beta1=1.5", "--beta1=1.5: must be in [0, 1)"),
+    ("--pool=content", "--pool=content: parts (a slot starts from its part of the segment) or route"),
     ("--max_iters=-5", "--max_iters=-5: must be >= 0"),
     ("--bptt=-1", "--bptt=-1: must be >= 0"),
     ("--lr_decay_iters=0", "--lr_decay_iters=0: must be >= warmup_iters (1)"),
@@ -136,6 +137,15 @@ def test_resume_refuses_what_it_cannot_change(work, monkeypatch):
     with pytest.raises(SystemExit) as e:
         train(monkeypatch, "--out_dir=out", "--init_from=resume")
     assert str(e.value).startswith("out/ckpt.pt is not a readable checkpoint (EOFError") and "\n" not in str(e.value)
+
+
+def test_a_routed_write_trains_resumes_and_keeps_its_pool(work, monkeypatch):
+    train(monkeypatch, "--pool=route", "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    assert load("out/ckpt.pt")["model_args"]["pool"] == "route"
+    train(monkeypatch, "--out_dir=out", "--init_from=resume", "--max_iters=4")  # the checkpoint's pool: route
+    assert log("out/log.jsonl")[-1]["iter"] == 4
+    with pytest.raises(SystemExit, match="--pool=parts: out/ckpt.pt has pool=route"):
+        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--pool=parts")
 
 
 def test_a_checkpoint_of_an_older_model_py_is_refused(work, monkeypatch):
