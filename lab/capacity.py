@@ -6,6 +6,7 @@ same steps, over several training seeds.
     python -m lab.capacity               # 4, 8, 16 slots, the peer, the ceiling; 3 layouts x 3 seeds: 45
                                          # models, ~10-18 min each on one CPU core
     python -m lab.capacity --layouts="('scattered',)" --seeds="(1337,)" --mem_lens="(8,)"   # one cell
+    python -m lab.capacity --pool=route  # memoGPT's write slots start from the pairs they win by content
     python -m lab.capacity --quick       # tiny and short: the smoke test
 
 A sample is the recall set's (recall.samples): segment 0 states F key-value facts, each is asked once
