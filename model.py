@@ -127,6 +127,8 @@ class GPTConfig:
     ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
+    pool: str = "parts"      # what write slot j starts from: "parts", the j-th of M parts of the segment; "route",
+                             # token pairs shared out among the slots (and a null) by content
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -166,6 +168,11 @@ class GPT(nn.Module):
             self.ln_mem = LayerNorm(C, bias=config.bias)
             self.mem_gate = nn.Linear(2 * C, 1, bias=False)  # the gate's content term: what the slot holds and writes
             self.mem_keep = nn.Parameter(torch.zeros(M))  # the gate's bias per slot
+            if config.pool == "route":
+                self.mem_shift = nn.Parameter(torch.zeros(C))  # token shift: each channel's share of the token before
+                self.ln_route = LayerNorm(C, bias=config.bias)
+                self.mem_route = nn.Linear(C, C, bias=False)  # a pair's key for the slots' competition
+                self.route_null = nn.Parameter(torch.zeros(()))  # the logit of "no slot" (filler)
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -200,6 +207,9 @@ class GPT(nn.Module):
         # can close on filler and open on a fact
         torch.nn.init.zeros_(self.mem_gate.weight)
         self.mem_keep.fill_(-2.0)
+        if hasattr(self, "mem_shift"):
+            self.mem_shift.fill_(0.5)
+            self.route_null.zero_()
 
     def get_num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())
@@ -236,7 +246,19 @@ class GPT(nn.Module):
             # write slot j starts from the STM, its own embedding, and the mean of the j-th of M
             # parts of the segment: each slot begins with tokens of its own, not all with one
             # blend of the segment
-            part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
+            if self.config.pool == "route":
+                # each token with the one before (RWKV's token shift: a fact's key and value in one vector), shared
+                # out among the M slots and a null by content (softmax over slots: they compete for it); slot j
+                # starts from the mean of what it won
+                prev = F.pad(write_segment, (0, 0, 1, 0))[:, :-1]
+                pair = write_segment + self.mem_shift * (prev - write_segment)  # (B, S, C)
+                query = self.ln_route(mem.stm + self.mem_write)  # (B, M, C)
+                score = self.mem_route(self.ln_route(pair)) @ query.transpose(1, 2) / math.sqrt(query.size(-1))
+                score = torch.cat((score, self.route_null.expand(*score.shape[:2], 1)), -1)  # (B, S, M + 1)
+                share = F.softmax(score, dim=-1)[..., :M]  # (B, S, M)
+                part = share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6)  # (B, M, C)
+            else:
+                part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
             rows.append(mem.stm + self.mem_write + part)
         x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, n_read + t + n_write, C)
         t, n_past = tok_emb.size(1), 0 if past is None else past[0].size(-2)
