@@ -129,6 +129,7 @@ class GPTConfig:
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
     pool: str = "parts"      # what write slot j starts from: "parts", the j-th of M parts of the segment; "route",
                              # token pairs shared out among the slots (and a null) by content
+    route_iters: int = 1     # pool=route: rounds of the competition, each slot's query moved to what it won
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -239,7 +240,7 @@ class GPT(nn.Module):
         Returns the tokens' hidden states, the new rows' per-layer (k, v), and the memory: after a
         write updated, with ltm_size snapshots kept (None = config.ltm); else as it was.
         """
-        M = self.config.mem_len
+        M, C = self.config.mem_len, self.config.n_embd
         n_read, n_write = (M if add_read else 0), (0 if write_segment is None else M)
         rows = [mem.stm + self.mem_read, tok_emb] if add_read else [tok_emb]
         if write_segment is not None:
@@ -252,11 +253,13 @@ class GPT(nn.Module):
                 # starts from the mean of what it won
                 prev = F.pad(write_segment, (0, 0, 1, 0))[:, :-1]
                 pair = write_segment + self.mem_shift * (prev - write_segment)  # (B, S, C)
-                query = self.ln_route(mem.stm + self.mem_write)  # (B, M, C)
-                score = self.mem_route(self.ln_route(pair)) @ query.transpose(1, 2) / math.sqrt(query.size(-1))
-                score = torch.cat((score, self.route_null.expand(*score.shape[:2], 1)), -1)  # (B, S, M + 1)
-                share = F.softmax(score, dim=-1)[..., :M]  # (B, S, M)
-                part = share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6)  # (B, M, C)
+                query, key = mem.stm + self.mem_write, self.mem_route(self.ln_route(pair))  # (B, M, C), (B, S, C)
+                for _ in range(self.config.route_iters):
+                    score = key @ self.ln_route(query).transpose(1, 2) / math.sqrt(C)
+                    score = torch.cat((score, self.route_null.expand(*score.shape[:2], 1)), -1)  # (B, S, M + 1)
+                    share = F.softmax(score, dim=-1)[..., :M]  # (B, S, M)
+                    part = share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6)  # (B, M, C)
+                    query = query + part
             else:
                 part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
             rows.append(mem.stm + self.mem_write + part)
