@@ -185,6 +185,8 @@ def train(kind, mem_len, vocab_size, layout, seed):
     if not math.isfinite(loss.item()):  # its scores would be chance, written as if measured
         raise SystemExit(f"{kind} M={mem_len} {layout} seed {seed}: the training loss is {loss.item()} after {iters} "
                          "iterations: lower --learning_rate")
+    if os.environ.get("CAP_SAVE"):  # branch only: the trained model, for lab/route_diag.py
+        torch.save(model.state_dict(), os.path.join(os.environ["CAP_SAVE"], f"{kind}_{mem_len}_{layout}_{seed}.pt"))
     return model.eval()
 
 
