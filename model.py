@@ -172,7 +172,7 @@ class GPT(nn.Module):
             if config.pool == "route":
                 self.mem_shift = nn.Parameter(torch.zeros(C))  # token shift: each channel's share of the token before
                 self.ln_route = LayerNorm(C, bias=config.bias)
-                self.mem_route = nn.Linear(C, C, bias=False)  # a pair's key for the slots' competition
+                self.mem_route = nn.Linear(2 * C, C, bias=False)  # a pair's key for the slots' competition
                 self.route_null = nn.Parameter(torch.zeros(()))  # the logit of "no slot" (filler)
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
@@ -253,7 +253,9 @@ class GPT(nn.Module):
                 # starts from the mean of what it won
                 prev = F.pad(write_segment, (0, 0, 1, 0))[:, :-1]
                 pair = write_segment + self.mem_shift * (prev - write_segment)  # (B, S, C)
-                query, key = mem.stm + self.mem_write, self.mem_route(self.ln_route(pair))  # (B, M, C), (B, S, C)
+                # a pair's key reads both tokens apart: "k v" (a fact) and "v k" (two facts' seam) differ
+                key = self.mem_route(torch.cat((self.ln_route(write_segment), self.ln_route(prev)), -1))  # (B, S, C)
+                query = mem.stm + self.mem_write  # (B, M, C)
                 for _ in range(self.config.route_iters):
                     score = key @ self.ln_route(query).transpose(1, 2) / math.sqrt(C)
                     score = torch.cat((score, self.route_null.expand(*score.shape[:2], 1)), -1)  # (B, S, M + 1)
