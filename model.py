@@ -129,6 +129,7 @@ class GPTConfig:
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
     pool: str = "parts"      # what write slot j starts from: "parts", the j-th of M parts of the segment; "route",
                              # token pairs shared out among the slots (and a null) by content
+    route_balance: int = 0   # pool=route: Sinkhorn rounds balancing the shares (0 = a softmax over slots)
     route_iters: int = 1     # pool=route: rounds of the competition, each slot's query moved to what it won
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
@@ -259,7 +260,18 @@ class GPT(nn.Module):
                 for _ in range(self.config.route_iters):
                     score = key @ self.ln_route(query).transpose(1, 2) / math.sqrt(C)
                     score = torch.cat((score, self.route_null.expand(*score.shape[:2], 1)), -1)  # (B, S, M + 1)
-                    share = F.softmax(score, dim=-1)[..., :M]  # (B, S, M)
+                    if self.config.route_balance:
+                        # Sinkhorn: every pair is shared out in full (rows sum to 1) and every slot takes one
+                        # pair's worth (its column sums to 1), the null the rest: slots cannot pile onto one fact
+                        S = score.size(1)
+                        c = min(1.0, S / (M + 1))
+                        log_col = torch.log(torch.tensor([c] * M + [S - M * c], device=score.device))
+                        for _ in range(self.config.route_balance):
+                            score = score - score.logsumexp(-1, keepdim=True)
+                            score = score - score.logsumexp(1, keepdim=True) + log_col
+                        share = score.exp()[..., :M]  # (B, S, M), each column sums to c
+                    else:
+                        share = F.softmax(score, dim=-1)[..., :M]  # (B, S, M)
                     part = share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6)  # (B, M, C)
                     query = query + part
             else:
