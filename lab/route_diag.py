@@ -14,7 +14,8 @@ path, layout, iters = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cfg = dict(seg_len=32, n_seg=8, n_facts=8, n_keys=32, n_values=16, n_filler=32, layout=layout)
 sd = torch.load(path)
 model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, vocab_size=sd["lm_head.weight"].shape[0], mem_len=8, ltm=2,
-                      seg_len=32, block_size=32, pool="route", route_iters=iters))
+                      seg_len=32, block_size=32, pool="route", route_iters=iters,
+                      route_balance=int(sys.argv[4]) if len(sys.argv) > 4 else 0))
 model.load_state_dict(sd)
 model.eval()
 rows = torch.from_numpy(recall.samples(200, cfg, np.random.default_rng(5)).astype(np.int64))
@@ -30,7 +31,16 @@ with torch.no_grad():
     for _ in range(iters):
         score = key @ model.ln_route(query).transpose(1, 2) / math.sqrt(C)
         score = torch.cat((score, model.route_null.expand(*score.shape[:2], 1)), -1)
-        share_all = F.softmax(score, dim=-1)
+        if model.config.route_balance:
+            S = 32
+            c = min(1.0, S / (M + 1))
+            log_col = torch.log(torch.tensor([c] * M + [S - M * c]))
+            for _ in range(model.config.route_balance):
+                score = score - score.logsumexp(-1, keepdim=True)
+                score = score - score.logsumexp(1, keepdim=True) + log_col
+            share_all = score.exp()
+        else:
+            share_all = F.softmax(score, dim=-1)
         share = share_all[..., :M]
         part = share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6)
         query = query + part
