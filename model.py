@@ -129,6 +129,7 @@ class GPTConfig:
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
     pool: str = "parts"      # what write slot j starts from: "parts", the j-th of M parts of the segment; "route",
                              # token pairs shared out among the slots (and a null) by content
+    route_null_query: bool = False  # pool=route: the null matched by content too (a learned query, 0 at init)
     route_balance: int = 0   # pool=route: Sinkhorn rounds balancing the shares (0 = a softmax over slots)
     route_iters: int = 1     # pool=route: rounds of the competition, each slot's query moved to what it won
 
@@ -175,6 +176,8 @@ class GPT(nn.Module):
                 self.ln_route = LayerNorm(C, bias=config.bias)
                 self.mem_route = nn.Linear(2 * C, C, bias=False)  # a pair's key for the slots' competition
                 self.route_null = nn.Parameter(torch.zeros(()))  # the logit of "no slot" (filler)
+                if config.route_null_query:  # the null's own query: it can learn which pairs to take by content
+                    self.route_null_q = nn.Parameter(torch.zeros(C))
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -259,7 +262,10 @@ class GPT(nn.Module):
                 query = mem.stm + self.mem_write  # (B, M, C)
                 for _ in range(self.config.route_iters):
                     score = key @ self.ln_route(query).transpose(1, 2) / math.sqrt(C)
-                    score = torch.cat((score, self.route_null.expand(*score.shape[:2], 1)), -1)  # (B, S, M + 1)
+                    null = self.route_null.expand(*score.shape[:2], 1)
+                    if self.config.route_null_query:
+                        null = null + (key @ self.route_null_q / math.sqrt(C)).unsqueeze(-1)
+                    score = torch.cat((score, null), -1)  # (B, S, M + 1)
                     if self.config.route_balance:
                         # Sinkhorn: every pair is shared out in full (rows sum to 1) and every slot takes one
                         # pair's worth (its column sums to 1), the null the rest: slots cannot pile onto one fact

@@ -61,6 +61,7 @@ ltm = 2
 pool = "parts"           # model.GPTConfig.pool: what each write slot starts from
 route_iters = 1
 route_balance = 0
+route_null_query = False
 ltm_drop = 0.25          # share of training steps read with no LTM (train.py's ltm_drop)
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
 n_seg = 8                # segments per sample: distances 1..n_seg-1, scored beyond ltm
@@ -158,7 +159,7 @@ def build(kind, mem_len, vocab_size, seed):
         return model, torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.1)
     # the ceiling is a plain GPT (mem_len 0) whose window holds the whole sample
     model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size, mem_len=mem_len,
-                          ltm=ltm, seg_len=seg_len, pool=pool, route_iters=route_iters, route_balance=route_balance, block_size=seg_len if mem_len else n_seg * seg_len))
+                          ltm=ltm, seg_len=seg_len, pool=pool, route_iters=route_iters, route_balance=route_balance, route_null_query=route_null_query, block_size=seg_len if mem_len else n_seg * seg_len))
     return model, model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), device)
 
 
