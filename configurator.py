@@ -138,6 +138,12 @@ def seed_ok(v):
     return type(v) is int and 0 <= v < 2**63 or "a seed, an int from 0 to 2**63 - 1"
 
 
+def pool_ok(v):
+    """What a write slot starts from (model.GPTConfig.pool)."""
+    return v in ("parts", "route") or ("parts (a slot starts from its part of the segment) or route (from the token "
+                                       "pairs it wins by content)")
+
+
 def seeds_ok(v):
     return (isinstance(v, (tuple, list)) and len(v) > 0 and all(seed_ok(s) is True for s in v)
             or "seeds, a tuple of at least one int from 0 to 2**63 - 1, like (1337, 1, 2)")

@@ -174,7 +174,7 @@ class GPT(nn.Module):
                 self.mem_shift = nn.Parameter(torch.zeros(C))  # per channel, the share of a pair from its first token
                 self.ln_route = LayerNorm(C, bias=config.bias)
                 self.mem_route = nn.Linear(2 * C, C, bias=False)  # a pair's key, from its two tokens apart
-                self.route_null = nn.Parameter(torch.zeros(()))  # the logit of no slot: where filler can go
+                self.route_null = nn.Parameter(torch.zeros(()))  # the logit of no slot (a pair kept by none)
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -217,8 +217,8 @@ class GPT(nn.Module):
         """pool="route": what each write slot starts from, wherever in the segment seg (B, S, C) a fact sits.
         Each token with the one before is a pair (a key and its value in one vector: RWKV's token shift,
         learned per channel); every pair is shared out among the M slots and a null by a softmax over a
-        content match with each slot's query (B, M, C), so the slots compete for it, and filler can go
-        nowhere. Slot j starts from the mean of the pairs it won (B, M, C)."""
+        content match with each slot's query (B, M, C), so the slots compete for it, and a pair may go to
+        none. Slot j starts from the mean of the pairs it won (B, M, C)."""
         prev = F.pad(seg, (0, 0, 1, 0))[:, :-1]  # the token before; zeros before the first
         pair = seg + self.mem_shift * (prev - seg)  # (B, S, C)
         # the key reads the two tokens apart: a fact "k v" and the seam "v k" between two facts differ

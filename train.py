@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from checkpoint import FORMAT, Run, load_model, resume, rng_states
 from common import autocast, check_disk, check_memory
-from configurator import at_least, check, configure, device_ok, dtype_ok, ints_at_least, seed_ok, writable_dir
+from configurator import (at_least, check, configure, device_ok, dtype_ok, ints_at_least, pool_ok, seed_ok,
+                          writable_dir)
 from data import inputs_targets, load_meta, open_split, sample_batch
 from evaluate import recall_accuracy, val_losses
 from model import GPT, GPTConfig
@@ -103,8 +104,7 @@ check(config, {
     "eval_ltm": lambda v: (v is None or type(v) is int and v >= 0
                            or "the LTM snapshots kept at evaluation, an int >= 0, for a model with memory"),
     "seed": seed_ok,
-    "pool": lambda v: v in ("parts", "route") or ("parts (a slot starts from its part of the segment) or route "
-                                                  "(from the token pairs it wins by content)"),
+    "pool": pool_ok,
     "device": device_ok,
     "dtype": dtype_ok(device),
     "out_dir": writable_dir("output directory"),

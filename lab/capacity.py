@@ -25,8 +25,9 @@ its loss is computed here); the ceiling, the same backbone as a plain GPT readin
 window (no memory needed; the curriculum is its length warmup): an upper bound only where it has learned to
 retrieve by key, which at the default budget it has not (RESULTS.md: it answers where memoGPT does). Every row
 trains with AdamW, weight decay 0.1: the peer on all its parameters, memoGPT and the ceiling
-(model.configure_optimizers) on their blocks' matrices only. Cells are the median over seeds, with the range; "stored" is ARMT's estimate of the facts actually held, k = n (v a - 1) / (v - 1) for n facts shown,
-v values and accuracy a (0 at chance, n when every answer is right).
+(model.configure_optimizers) on their blocks' matrices only. Cells are the median over seeds, with the range;
+"stored" is ARMT's estimate of the facts actually held, k = n (v a - 1) / (v - 1) for n facts shown, v values and
+accuracy a (0 at chance, n when every answer is right).
 Results: out_dir/capacity.json, capacity.csv, capacity.png (with matplotlib).
 """
 import csv
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 import recall
 from common import write_atomic
-from configurator import at_least, check, configure, device_ok, ints_at_least, seeds_ok, writable_dir
+from configurator import at_least, check, configure, device_ok, ints_at_least, pool_ok, seeds_ok, writable_dir
 from model import GPT, GPTConfig
 from training import cosine_lr, stage_at, train_step
 
@@ -90,8 +91,7 @@ check(config, {
     "layouts": lambda v: (isinstance(v, tuple) and len(v) > 0 and set(v) <= {"clustered", "scattered", "restated"}
                           or "a tuple of clustered, scattered and/or restated, like ('clustered', 'scattered')"),
     "seeds": seeds_ok,
-    "pool": lambda v: v in ("parts", "route") or ("parts (a slot starts from its part of the segment) or route "
-                                                  "(from the token pairs it wins by content)"),
+    "pool": pool_ok,
     **{k: at_least(1) for k in ("seg_len", "n_seg", "n_filler", "n_layer", "n_head", "batch_size", "iters",
                                 "stage_iters", "eval_samples")},
     "n_values": at_least(2, ": chance is 1/n_values, and facts stored divide by n_values - 1"),
