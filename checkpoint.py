@@ -39,6 +39,7 @@ def load_checkpoint(path, device="cpu"):
                          "empty?): train again, or restore it") from None
     if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
         raise ValueError(f"{path} is not a checkpoint train.py wrote (no model and model_args in it)")
+    ckpt["model_args"].setdefault("pool", "parts")  # written before the pool setting: the parts were all there was
     return ckpt
 
 

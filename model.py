@@ -127,8 +127,8 @@ class GPTConfig:
     ltm: int = 0             # K long-term memory snapshots kept (FIFO); 0 = none
     seg_len: int = 1024      # S tokens per segment (<= block_size); positions restart every segment
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
-    pool: str = "parts"      # what write slot j starts from: "parts", the mean of the j-th of M parts of the segment;
-                             # "route", the token pairs it wins from the other slots by content (issue 31)
+    pool: str = "route"      # what write slot j starts from: "route", the token pairs it wins from the other slots
+                             # by content (issue 31); "parts", the mean of the j-th of M parts (ablation)
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:

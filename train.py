@@ -61,7 +61,7 @@ mem_len = 0              # short-term memory slots; 0 = plain GPT
 block_size = 0           # positions (0 = seg_len); a plain GPT with n_seg * seg_len reads whole samples
 ltm = 0                  # long-term memory snapshots
 dual_ffn = True
-pool = "parts"           # what a write slot starts from: parts (its part of the segment) | route (pairs won by content)
+pool = "route"           # what a write slot starts from: route (pairs won by content) | parts (its part of the segment)
 bptt = 0                 # segments gradients reach back through the memory; 0 = all
 ltm_drop = 0.25          # share of training iterations read with no LTM: the STM learns to answer, and carry, alone
 recompute = False        # recompute each segment in the backward pass: less activation memory, more work

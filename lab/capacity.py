@@ -60,7 +60,7 @@ ceiling = True           # the in-context row: the same backbone, the whole samp
 layouts = ("clustered", "scattered", "restated")  # where the facts sit (recall.samples), and restated keys
 seeds = (1337, 1, 2)     # training seeds of every row: cells are their median
 ltm = 2
-pool = "parts"           # what a write slot starts from (model.GPTConfig.pool): parts | route
+pool = "route"           # what a write slot starts from (model.GPTConfig.pool): parts | route
 ltm_drop = 0.25          # share of training steps read with no LTM (train.py's ltm_drop)
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
 n_seg = 8                # segments per sample: distances 1..n_seg-1, scored beyond ltm
