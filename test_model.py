@@ -176,9 +176,10 @@ def test_a_steep_age_slope_hides_the_ltm():
 
 
 def test_write_slot_j_starts_from_part_j_of_the_segment():
-    """With the blocks' residual branches silenced, W's final state is its input: STM + slot embedding + the
-    mean of part j of the segment. A token in part 1 then reaches slot 1 of the new STM, and no other slot."""
-    model = tiny()
+    """pool="parts" (the ablation): with the blocks' residual branches silenced, W's final state is its input: STM +
+    slot embedding + the mean of part j of the segment. A token in part 1 then reaches slot 1 of the new STM, and no
+    other slot."""
+    model = tiny(pool="parts")
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n.endswith("c_proj.weight") or n.endswith("c_proj.bias"):
@@ -217,13 +218,14 @@ def test_gate_keeps_the_stm_or_takes_the_write(bias, keeps):
     assert torch.allclose(mem.stm, m0, atol=1e-6) == keeps  # a gate at 1 holds the STM through every segment
 
 
-def test_slots_start_open_and_the_write_holds_the_pooled_part():
+@pytest.mark.parametrize("pool", ["route", "parts"])
+def test_slots_start_open_and_the_write_holds_the_pooled_part(pool):
     """Untrained, every slot keeps 0.12 of its STM per segment whatever it reads (the gate's content term starts
     at zero), and the write itself holds slot j's pooled part: with the blocks silenced and the slots taking
     the write alone, STM' = part_j + ln_mem(h)."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64, mem_len=M, ltm=K,
-                          seg_len=S)).eval()  # as made, not tiny()'s "as if trained"
+                          seg_len=S, pool=pool)).eval()  # as made, not tiny()'s "as if trained"
     assert torch.allclose(torch.sigmoid(model.mem_keep), torch.full((M,), 0.1192), atol=1e-4)
     assert not model.mem_gate.weight.any()
     idx = tokens(S)
@@ -233,9 +235,10 @@ def test_slots_start_open_and_the_write_holds_the_pooled_part():
                 p.zero_()
         model.mem_keep.fill_(-30.0)  # take the write alone
         stm = model(idx)[2].stm
-        seg = model.embed(idx)
-        part = torch.nn.functional.adaptive_avg_pool1d(seg.transpose(1, 2), M).transpose(1, 2)
-        h = model.empty_memory(2).stm + model.mem_write + part  # W's final state: its input, blocks silenced
+        seg, query = model.embed(idx), model.empty_memory(2).stm + model.mem_write
+        part = (model.route(seg, query) if pool == "route" else
+                torch.nn.functional.adaptive_avg_pool1d(seg.transpose(1, 2), M).transpose(1, 2))
+        h = query + part  # W's final state: its input, blocks silenced
     torch.testing.assert_close(stm, part + model.ln_mem(h))
 
 

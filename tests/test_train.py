@@ -15,6 +15,7 @@ import torch
 from configurator import configure
 import recall
 import training
+from checkpoint import load_model
 from evaluate import recall_accuracy, segment_loss_sums
 from model import GPT, GPTConfig
 from prepare import prepare
@@ -139,20 +140,24 @@ def test_resume_refuses_what_it_cannot_change(work, monkeypatch):
     assert str(e.value).startswith("out/ckpt.pt is not a readable checkpoint (EOFError") and "\n" not in str(e.value)
 
 
-def test_a_routed_write_trains_resumes_and_keeps_its_pool(work, monkeypatch):
-    train(monkeypatch, "--pool=route", "--max_iters=2", "--eval_interval=2", "--out_dir=out")
-    assert load("out/ckpt.pt")["model_args"]["pool"] == "route"
-    train(monkeypatch, "--out_dir=out", "--init_from=resume", "--max_iters=4")  # the checkpoint's pool: route
+def test_the_parts_ablation_trains_resumes_and_keeps_its_pool(work, monkeypatch):
+    train(monkeypatch, "--pool=parts", "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    assert load("out/ckpt.pt")["model_args"]["pool"] == "parts"
+    train(monkeypatch, "--out_dir=out", "--init_from=resume", "--max_iters=4")  # the checkpoint's pool: parts
     assert log("out/log.jsonl")[-1]["iter"] == 4
-    with pytest.raises(SystemExit, match="--pool=parts: out/ckpt.pt has pool=route"):
-        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--pool=parts")
+    with pytest.raises(SystemExit, match="--pool=route: out/ckpt.pt has pool=parts"):
+        train(monkeypatch, "--out_dir=out", "--init_from=resume", "--pool=route")
+    ckpt = load("out/ckpt.pt")  # written before the pool setting: no pool in model_args, and the parts it held
+    del ckpt["model_args"]["pool"]
+    torch.save(ckpt, "out/ckpt.pt")
+    assert load_model("out/ckpt.pt")[0].config.pool == "parts"
 
 
 def test_a_checkpoint_of_an_older_model_py_is_refused(work, monkeypatch):
     """A checkpoint from before issue 40's write gate has the same parameters, which this model.py would read as
     another gate: train.py's resume (and load_model, which sample.py and lab/eval_ckpt.py use) refuse it in one
     line, not with optimizer.load_state_dict's ValueError or a model that computes something else."""
-    from checkpoint import FORMAT, load_model
+    from checkpoint import FORMAT
     train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
     ck = load("out/ckpt.pt")
     assert ck["format"] == FORMAT
