@@ -4,9 +4,9 @@ memoGPT: GPT-2 with implicit memory. What is different from GPT-2 (mem_len > 0):
 - the input is read segment by segment; each segment goes through the blocks as the rows
   [ R read slots | tokens | W write slots ], with the mask drawn in memory.py
 - the short-term memory (STM) is M vectors: R and W start from it, and after the segment
-  a learned gate per slot keeps it or takes the write (W's final states and the slot's part of
-  the segment, or with pool="route" the token pairs it won by content), judging both what the
-  slot holds and what it would write; every slot starts open, and learns where to hold
+  a learned gate per slot keeps it or takes the write (W's final states and the token pairs the
+  slot won from the other slots by content), judging both what the slot holds and what it would
+  write; every slot starts open, and learns where to hold
 - the long-term memory (LTM) is a FIFO of the last K segments' W keys/values per layer:
   later segments attend to them (keys, never queries), told apart by a learned age bias
 - memory rows go through their own FFN (dual FFN); tokens through GPT-2's
@@ -255,7 +255,7 @@ class GPT(nn.Module):
         Training reads a whole segment at once (past = the LTM). Streaming reads R when a segment
         begins, then token chunks, then W when it is full (past = its cache). The plain GPT reads
         tokens only. write_segment: the whole segment, embedded (B, S, C), when its W rows are to
-        write the memory (they start from its parts); None: no W rows.
+        write the memory (they start from the pairs they win); None: no W rows.
         Returns the tokens' hidden states, the new rows' per-layer (k, v), and the memory: after a
         write updated, with ltm_size snapshots kept (None = config.ltm); else as it was.
         """
@@ -264,8 +264,9 @@ class GPT(nn.Module):
         rows = [mem.stm + self.mem_read, tok_emb] if add_read else [tok_emb]
         if write_segment is not None:
             # write slot j starts from the STM, its own embedding, and part_j, tokens of its own (not
-            # all slots one blend of the segment): with pool="parts" the mean of the j-th of M parts of
-            # the segment, so a slot holds what sits in its part, two facts or none (RESULTS.md, issue 31)
+            # all slots one blend of the segment): the pairs it won by content, wherever they sit. The
+            # ablation pool="parts", the mean of the j-th of M parts of the segment, held what sat in
+            # its part, two clustered facts or one diluted by filler (RESULTS.md, issue 31)
             if self.config.pool == "parts":
                 part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
             else:
@@ -290,9 +291,9 @@ class GPT(nn.Module):
             kvs.append(kv)
         if write_segment is not None:
             h = x[:, -M:]  # W's final states (B, M, C)
-            # the write is W's normalised final state plus slot j's part of the segment, as is: at
-            # init the blocks' random features drown the segment in h, and the part keeps a one-hop
-            # path from a token to the slot that the reading can learn from
+            # the write is W's normalised final state plus slot j's part, as is: at init the blocks'
+            # random features drown the segment in h, and the part keeps a one-hop path from a token
+            # to the slot that the reading can learn from
             new = part + self.ln_mem(h)  # (B, M, C)
             # GRU-like: each slot keeps a share of its STM, by its bias, by what it holds and by what it
             # would write, and takes the rest from the write; both sides are bounded, and so is their mix.

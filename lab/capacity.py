@@ -6,14 +6,15 @@ same steps, over several training seeds.
     python -m lab.capacity               # 4, 8, 16 slots, the peer, the ceiling; 3 layouts x 3 seeds: 45
                                          # models, ~10-18 min each on one CPU core
     python -m lab.capacity --layouts="('scattered',)" --seeds="(1337,)" --mem_lens="(8,)"   # one cell
-    python -m lab.capacity --pool=route  # memoGPT's write slots start from the pairs they win by content
+    python -m lab.capacity --pool=parts  # the ablation: memoGPT's write slot j starts from part j of the segment
     python -m lab.capacity --quick       # tiny and short: the smoke test
 
 A sample is the recall set's (recall.samples): segment 0 states F key-value facts, each is asked once
 in a random later segment, several questions closing a segment when facts outnumber segments, and
 every answer is hidden from the input (recall.xy: no answer by elimination). The layout says where the
 facts sit in segment 0: clustered (first, "k v k v ...") or scattered (random places, filler between);
-memoGPT's write slot j starts from part j of the segment, and the two layouts ask whether that binds. restated:
+memoGPT's write slots win the segment's token pairs by content (the ablation --pool=parts: slot j starts from part
+j of the segment), and the two layouts ask whether where facts sit binds. restated:
 clustered, and each fact asked from segment 2 on is stated again with a new value in a segment between
 (recall.restate); the answer is the newest value. Each row
 is one model per layout and seed, trained on batches of 1, 2, 4, ... facts in turn (one count per batch)
