@@ -219,6 +219,9 @@ class GPT(nn.Module):
         learned per channel); every pair is shared out among the M slots and a null by a softmax over a
         content match with each slot's query (B, M, C), so the slots compete for it, and a pair may go to
         none. Slot j starts from the mean of the pairs it won (B, M, C)."""
+        # tokens, not places: with the positions in, the slots learned to share out clustered facts by where they
+        # sat, two to a slot (RESULTS.md)
+        seg = seg - self.transformer.wpe.weight[:seg.size(1)]
         prev = F.pad(seg, (0, 0, 1, 0))[:, :-1]  # the token before; zeros before the first
         pair = seg + self.mem_shift * (prev - seg)  # (B, S, C)
         # the key reads the two tokens apart: a fact "k v" and the seam "v k" between two facts differ

@@ -197,14 +197,26 @@ def test_routed_slots_start_from_the_pairs_they_win():
     pair is shared out alike among the M slots and the null, so every slot starts from the mean of the pairs; a
     null that wins every pair leaves every slot empty (filler can go nowhere)."""
     model = tiny(pool="route")
-    seg = model.embed(tokens(S))
+    idx = tokens(S)
     query = model.empty_memory(2).stm + model.mem_write
     with torch.no_grad():
         model.mem_route.weight.zero_()
-        pairs = (seg + torch.nn.functional.pad(seg, (0, 0, 1, 0))[:, :-1]) / 2  # the token before the first: zeros
-        torch.testing.assert_close(model.route(seg, query), pairs.mean(1, keepdim=True).expand(-1, M, -1))
+        tok = model.transformer.wte(idx)  # tokens, not places
+        pairs = (tok + torch.nn.functional.pad(tok, (0, 0, 1, 0))[:, :-1]) / 2  # the token before the first: zeros
+        torch.testing.assert_close(model.route(model.embed(idx), query),
+                                   pairs.mean(1, keepdim=True).expand(-1, M, -1))
         model.route_null.fill_(1e4)
-        assert not model.route(seg, query).any()
+        assert not model.route(model.embed(idx), query).any()
+
+
+def test_routed_slots_read_tokens_not_places():
+    """pool="route": where a fact sits does not enter what a slot wins; other position embeddings, the same slots."""
+    model = tiny(pool="route")
+    idx, query = tokens(S), model.empty_memory(2).stm + model.mem_write
+    with torch.no_grad():
+        a = model.route(model.embed(idx), query)
+        model.transformer.wpe.weight.normal_(std=1.0)
+        torch.testing.assert_close(model.route(model.embed(idx), query), a)
 
 
 @pytest.mark.parametrize("bias, keeps", [(30.0, True), (-30.0, False)])
