@@ -218,7 +218,8 @@ class GPT(nn.Module):
         Each token with the one before is a pair (a key and its value in one vector: RWKV's token shift,
         learned per channel); every pair is shared out among the M slots and a null by a softmax over a
         content match with each slot's query (B, M, C), so the slots compete for it, and a pair may go to
-        none. Slot j starts from the mean of the pairs it won (B, M, C)."""
+        none. Slot j starts from the mean of the pairs it won (B, M, C); also returns the shares (B, S, M + 1), the
+        null's last."""
         # tokens, not places: with the positions in, the slots learned to share out clustered facts by where they
         # sat, two to a slot (RESULTS.md)
         seg = seg - self.transformer.wpe.weight[:seg.size(1)]
@@ -228,8 +229,9 @@ class GPT(nn.Module):
         key = self.mem_route(torch.cat((self.ln_route(seg), self.ln_route(prev)), -1))  # (B, S, C)
         score = key @ self.ln_route(query).transpose(1, 2) / math.sqrt(key.size(-1))  # (B, S, M)
         score = torch.cat((score, self.route_null.expand(*score.shape[:2], 1)), -1)  # (B, S, M + 1)
-        share = F.softmax(score, dim=-1)[..., :-1]  # (B, S, M): each pair's share of each slot
-        return share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6)
+        shares = F.softmax(score, dim=-1)
+        share = shares[..., :-1]  # (B, S, M): each pair's share of each slot
+        return share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6), shares
 
     def get_num_params(self, non_embedding=True):
         n = sum(p.numel() for p in self.parameters())
@@ -270,7 +272,7 @@ class GPT(nn.Module):
             if self.config.pool == "parts":
                 part = F.adaptive_avg_pool1d(write_segment.transpose(1, 2), M).transpose(1, 2)  # (B, M, C)
             else:
-                part = self.route(write_segment, mem.stm + self.mem_write)
+                part, _ = self.route(write_segment, mem.stm + self.mem_write)
             rows.append(mem.stm + self.mem_write + part)
         x = self.transformer.drop(torch.cat(rows, dim=1))  # (B, n_read + t + n_write, C)
         t, n_past = tok_emb.size(1), 0 if past is None else past[0].size(-2)

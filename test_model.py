@@ -204,10 +204,11 @@ def test_routed_slots_start_from_the_pairs_they_win():
         model.mem_route.weight.zero_()
         tok = model.transformer.wte(idx)  # tokens, not places
         pairs = (tok + torch.nn.functional.pad(tok, (0, 0, 1, 0))[:, :-1]) / 2  # the token before the first: zeros
-        torch.testing.assert_close(model.route(model.embed(idx), query),
+        torch.testing.assert_close(model.route(model.embed(idx), query)[0],
                                    pairs.mean(1, keepdim=True).expand(-1, M, -1))
         model.route_null.fill_(1e4)
-        assert not model.route(model.embed(idx), query).any()
+        part, shares = model.route(model.embed(idx), query)
+        assert not part.any() and torch.equal(shares[..., -1], torch.ones(2, S))  # every pair to the null
 
 
 def test_routed_slots_read_tokens_not_places():
@@ -217,7 +218,7 @@ def test_routed_slots_read_tokens_not_places():
     with torch.no_grad():
         a = model.route(model.embed(idx), query)
         model.transformer.wpe.weight.normal_(std=1.0)
-        torch.testing.assert_close(model.route(model.embed(idx), query), a)
+        torch.testing.assert_close(model.route(model.embed(idx), query), a)  # the slots' starts and the shares
 
 
 @pytest.mark.parametrize("bias, keeps", [(30.0, True), (-30.0, False)])
@@ -248,7 +249,7 @@ def test_slots_start_open_and_the_write_holds_the_pooled_part(pool):
         model.mem_keep.fill_(-30.0)  # take the write alone
         stm = model(idx)[2].stm
         seg, query = model.embed(idx), model.empty_memory(2).stm + model.mem_write
-        part = (model.route(seg, query) if pool == "route" else
+        part = (model.route(seg, query)[0] if pool == "route" else
                 torch.nn.functional.adaptive_avg_pool1d(seg.transpose(1, 2), M).transpose(1, 2))
         h = query + part  # W's final state: its input, blocks silenced
     torch.testing.assert_close(stm, part + model.ln_mem(h))

@@ -78,6 +78,7 @@ stage_iters = 300
 learning_rate = 1e-3
 eval_samples = 200       # per fact count
 threads = 0              # torch CPU threads (0 = its default)
+keep_models = False      # save every memoGPT row's weights to out_dir/models/ (to look at its slots: lab.route_diag)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 
 # a smoke test writes beside real results, never over them (an explicit --out_dir still wins)
@@ -277,7 +278,13 @@ for layout in layouts:
     for kind, mem_len in kinds:
         t0, by_seed = time.time(), {}
         for s in seeds:
-            by_seed[s] = score(train(kind, mem_len, vocab, layout, s), layout)
+            model = train(kind, mem_len, vocab, layout, s)
+            if keep_models and kind == "memoGPT":
+                os.makedirs(os.path.join(out_dir, "models"), exist_ok=True)
+                write_atomic(os.path.join(out_dir, "models", f"M{mem_len}_{layout}_{s}.pt"),
+                             lambda f: torch.save(dict(model=model.state_dict(), config=model.config.__dict__), f),
+                             binary=True)
+            by_seed[s] = score(model, layout)
             tqdm.write(f"{kind} M={mem_len} {layout} seed {s}: "
                        + ", ".join(f"{f} facts {a:.3f}" for f, a in by_seed[s].items()))
         rows.append(summary(kind, mem_len, layout, by_seed, time.time() - t0))
