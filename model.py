@@ -129,6 +129,8 @@ class GPTConfig:
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
     pool: str = "route"      # what write slot j starts from: "route", the token pairs it wins from the other slots
                              # by content (issue 31); "parts", the mean of the j-th of M parts (ablation)
+    route_alloc: int = 0     # pool=route: rounds in which a pair's match with a slot falls by what the pairs before
+                             # it took of that slot (usage-based allocation, as in the DNC); 0 = none
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -141,6 +143,8 @@ class GPTConfig:
                              f"got mem_len={self.mem_len}, ltm={self.ltm}")
         if self.pool not in ("parts", "route"):
             raise ValueError(f"pool={self.pool!r}: what a write slot starts from, 'parts' or 'route'")
+        if self.route_alloc < 0:
+            raise ValueError(f"route_alloc={self.route_alloc}: rounds of usage-based allocation, >= 0 (0 = none)")
         if self.mem_len > 0 and not 0 < self.seg_len <= self.block_size:
             raise ValueError("need 0 < seg_len <= block_size, "
                              f"got {self.seg_len}, {self.block_size}")
@@ -175,6 +179,8 @@ class GPT(nn.Module):
                 self.ln_route = LayerNorm(C, bias=config.bias)
                 self.mem_route = nn.Linear(2 * C, C, bias=False)  # a pair's key, from its two tokens apart
                 self.route_null = nn.Parameter(torch.zeros(()))  # the logit of no slot (a pair kept by none)
+                if config.route_alloc:
+                    self.route_used = nn.Parameter(torch.zeros(()))  # how far a slot's use lowers its match
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -212,6 +218,8 @@ class GPT(nn.Module):
         if self.config.pool == "route":  # a pair starts as the mean of its two tokens, and no slot as likely as any
             self.mem_shift.fill_(0.5)
             self.route_null.zero_()
+            if self.config.route_alloc:  # a slot one pair fuller than the others matches one logit less
+                self.route_used.fill_(1.0)
 
     def route(self, seg, query):
         """pool="route": what each write slot starts from, wherever in the segment seg (B, S, C) a fact sits.
@@ -228,8 +236,15 @@ class GPT(nn.Module):
         # the key reads the two tokens apart: a fact "k v" and the seam "v k" between two facts differ
         key = self.mem_route(torch.cat((self.ln_route(seg), self.ln_route(prev)), -1))  # (B, S, C)
         score = key @ self.ln_route(query).transpose(1, 2) / math.sqrt(key.size(-1))  # (B, S, M)
-        score = torch.cat((score, self.route_null.expand(*score.shape[:2], 1)), -1)  # (B, S, M + 1)
-        shares = F.softmax(score, dim=-1)
+        null = self.route_null.expand(*score.shape[:2], 1)
+        shares = F.softmax(torch.cat((score, null), -1), dim=-1)  # (B, S, M + 1)
+        # a fixed match shares out two facts that hash to one slot to that slot: each round, a pair's match with a
+        # slot falls by how much more of it the pairs before it took than of the average slot, so a later fact
+        # takes the next free slot (first come, first served)
+        for _ in range(self.config.route_alloc):
+            used = shares[..., :-1].cumsum(1) - shares[..., :-1]  # (B, S, M): taken before each pair
+            fill = self.route_used * (used - used.mean(-1, keepdim=True))
+            shares = F.softmax(torch.cat((score - fill, null), -1), dim=-1)
         share = shares[..., :-1]  # (B, S, M): each pair's share of each slot
         return share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6), shares
 

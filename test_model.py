@@ -221,6 +221,24 @@ def test_routed_slots_read_tokens_not_places():
         torch.testing.assert_close(model.route(model.embed(idx), query), a)  # the slots' starts and the shares
 
 
+def test_a_slot_a_pair_took_goes_to_the_next_pair_last():
+    """route_alloc: pairs that all match slot 0 best do not all pile into it. One token repeated makes the same pair
+    from place 1 on (the first pairs it with zeros); with no allocation each goes to slot 0, with it the first takes
+    slot 0 and the next, seeing slot 0 used, another (first come, first served)."""
+    model = tiny(pool="route", route_alloc=1)
+    idx = torch.full((2, S), 5)
+    with torch.no_grad():
+        seg = model.embed(idx) - model.transformer.wpe.weight[:S]
+        key = model.mem_route(torch.cat((model.ln_route(seg), model.ln_route(seg)), -1))[:, 1:2]  # (B, 1, C)
+        query = torch.cat((key, -key.expand(-1, M - 1, -1)), 1)  # slot 0 matches the pair, the others do not
+        model.route_used.zero_()
+        top = model.route(model.embed(idx), query)[1][..., :M].argmax(-1)  # (B, S)
+        assert (top == 0).all()
+        model.route_used.fill_(30.0)
+        top = model.route(model.embed(idx), query)[1][..., :M].argmax(-1)
+    assert (top[:, 0] == 0).all() and (top[:, 1] != 0).all()
+
+
 @pytest.mark.parametrize("bias, keeps", [(30.0, True), (-30.0, False)])
 def test_gate_keeps_the_stm_or_takes_the_write(bias, keeps):
     model = tiny()

@@ -62,6 +62,7 @@ layouts = ("clustered", "scattered", "restated")  # where the facts sit (recall.
 seeds = (1337, 1, 2)     # training seeds of every row: cells are their median
 ltm = 2
 pool = "route"           # what a write slot starts from (model.GPTConfig.pool): parts | route
+route_alloc = 0          # pool=route: rounds of usage-based allocation (model.GPTConfig.route_alloc)
 ltm_drop = 0.25          # share of training steps read with no LTM (train.py's ltm_drop)
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
 n_seg = 8                # segments per sample: distances 1..n_seg-1, scored beyond ltm
@@ -97,7 +98,7 @@ check(config, {
     **{k: at_least(1) for k in ("seg_len", "n_seg", "n_filler", "n_layer", "n_head", "batch_size", "iters",
                                 "stage_iters", "eval_samples")},
     "n_values": at_least(2, ": chance is 1/n_values, and facts stored divide by n_values - 1"),
-    **{k: at_least(0) for k in ("ltm", "threads")},
+    **{k: at_least(0) for k in ("ltm", "threads", "route_alloc")},
     "ltm_drop": lambda v: 0 <= v <= 1 or "must be in [0, 1]: the share of training steps read with no LTM",
     "curriculum": ints_at_least(1, "segments per sample of the stages before, ints >= 1 like (2, 4)", empty=True),
     "learning_rate": lambda v: 0 < v <= 1 or "must be in (0, 1] (AdamW's step per weight)",
@@ -161,7 +162,8 @@ def build(kind, mem_len, vocab_size, seed):
         return model, torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.95), weight_decay=0.1)
     # the ceiling is a plain GPT (mem_len 0) whose window holds the whole sample
     model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size, mem_len=mem_len,
-                          ltm=ltm, seg_len=seg_len, pool=pool, block_size=seg_len if mem_len else n_seg * seg_len))
+                          ltm=ltm, seg_len=seg_len, pool=pool, route_alloc=route_alloc,
+                          block_size=seg_len if mem_len else n_seg * seg_len))
     return model, model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), device)
 
 
