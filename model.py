@@ -129,6 +129,7 @@ class GPTConfig:
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
     pool: str = "route"      # what write slot j starts from: "route", the token pairs it wins from the other slots
                              # by content (issue 31); "parts", the mean of the j-th of M parts (ablation)
+    route_null_query: bool = False  # pool=route: the null matched by content too, as a slot is (filler can go there)
     route_alloc: int = 0     # pool=route: rounds in which a pair's match with a slot falls by what the pairs before
                              # it took of that slot (usage-based allocation, as in the DNC); 0 = none
 
@@ -179,6 +180,8 @@ class GPT(nn.Module):
                 self.ln_route = LayerNorm(C, bias=config.bias)
                 self.mem_route = nn.Linear(2 * C, C, bias=False)  # a pair's key, from its two tokens apart
                 self.route_null = nn.Parameter(torch.zeros(()))  # the logit of no slot (a pair kept by none)
+                if config.route_null_query:  # the null's query, a slot whose pairs are thrown away
+                    self.route_null_q = nn.Parameter(torch.zeros(C))
                 if config.route_alloc:
                     self.route_used = nn.Parameter(torch.zeros(()))  # how far a slot's use lowers its match
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
@@ -218,6 +221,8 @@ class GPT(nn.Module):
         if self.config.pool == "route":  # a pair starts as the mean of its two tokens, and no slot as likely as any
             self.mem_shift.fill_(0.5)
             self.route_null.zero_()
+            if self.config.route_null_query:  # the null starts as a slot's query does, beside the token embeddings
+                torch.nn.init.normal_(self.route_null_q, mean=0.0, std=scale)
             if self.config.route_alloc:  # a slot one pair fuller than the others matches one logit less
                 self.route_used.fill_(1.0)
 
@@ -236,7 +241,9 @@ class GPT(nn.Module):
         # the key reads the two tokens apart: a fact "k v" and the seam "v k" between two facts differ
         key = self.mem_route(torch.cat((self.ln_route(seg), self.ln_route(prev)), -1))  # (B, S, C)
         score = key @ self.ln_route(query).transpose(1, 2) / math.sqrt(key.size(-1))  # (B, S, M)
-        null = self.route_null.expand(*score.shape[:2], 1)
+        null = self.route_null.expand(*score.shape[:2], 1)  # (B, S, 1)
+        if self.config.route_null_query:
+            null = null + key @ self.ln_route(self.route_null_q).unsqueeze(-1) / math.sqrt(key.size(-1))
         shares = F.softmax(torch.cat((score, null), -1), dim=-1)  # (B, S, M + 1)
         # a fixed match shares out two facts that hash to one slot to that slot: each round, a pair's match with a
         # slot falls by how much more of it the pairs before it took than of the average slot, so a later fact

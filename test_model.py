@@ -239,6 +239,19 @@ def test_a_slot_a_pair_took_goes_to_the_next_pair_last():
     assert (top[:, 0] == 0).all() and (top[:, 1] != 0).all()
 
 
+def test_a_null_matched_by_content_takes_the_pairs_it_matches():
+    """route_null_query: the null has a query as a slot does, so a pair that matches it best (filler, say) is kept
+    by no slot, while the null's logit alone is the same for every pair."""
+    model = tiny(pool="route", route_null_query=True)
+    idx = torch.full((2, S), 5)
+    with torch.no_grad():
+        seg = model.embed(idx) - model.transformer.wpe.weight[:S]
+        key = model.mem_route(torch.cat((model.ln_route(seg), model.ln_route(seg)), -1))[0, 1]  # (C,)
+        model.route_null_q.copy_(key)
+        shares = model.route(model.embed(idx), -key.expand(2, M, -1))[1]  # (B, S, M + 1)
+    assert (shares[:, 1:, -1] > 0.9).all()
+
+
 @pytest.mark.parametrize("bias, keeps", [(30.0, True), (-30.0, False)])
 def test_gate_keeps_the_stm_or_takes_the_write(bias, keeps):
     model = tiny()

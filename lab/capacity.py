@@ -62,6 +62,7 @@ layouts = ("clustered", "scattered", "restated")  # where the facts sit (recall.
 seeds = (1337, 1, 2)     # training seeds of every row: cells are their median
 ltm = 2
 pool = "route"           # what a write slot starts from (model.GPTConfig.pool): parts | route
+route_null_query = False  # pool=route: the null matched by content (model.GPTConfig.route_null_query)
 route_alloc = 0          # pool=route: rounds of usage-based allocation (model.GPTConfig.route_alloc)
 ltm_drop = 0.25          # share of training steps read with no LTM (train.py's ltm_drop)
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
@@ -163,6 +164,7 @@ def build(kind, mem_len, vocab_size, seed):
     # the ceiling is a plain GPT (mem_len 0) whose window holds the whole sample
     model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size, mem_len=mem_len,
                           ltm=ltm, seg_len=seg_len, pool=pool, route_alloc=route_alloc,
+                          route_null_query=route_null_query,
                           block_size=seg_len if mem_len else n_seg * seg_len))
     return model, model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), device)
 
