@@ -5,7 +5,7 @@ what the null and the other slots take. Reads a model lab.capacity kept (--keep_
     python -m lab.route_diag --model=bench_out/models/M8_scattered_2.pt --layout=scattered --n_facts=8
 
 A fact's pair is its value token with its key before it (the pair the write matches by content). Per sample: the
-slot that takes the largest share of each fact pair, the number of distinct such slots (n_facts when every fact has
+slot (or the null) that takes the largest share of each fact pair, the number of distinct such slots (n_facts when every fact has
 a slot of its own, at most M), the facts the fullest slot holds; per kind of pair (fact, key, filler), the mean share
 of its top slot and of the null; per slot, the weight it takes and how much of it is facts.
 """
@@ -38,16 +38,19 @@ with torch.no_grad():
     _, shares = net.route(net.embed(tok), net.empty_memory(samples).stm + net.mem_write)  # (B, S, M + 1)
 key0, val0, fil0 = recall.first_ids(cfg)
 is_key, is_val, is_fil = (tok >= key0) & (tok < val0), (tok >= val0) & (tok < fil0), tok >= fil0
-top = shares[..., :M].argmax(-1)  # (B, S)
-distinct = [len(set(top[b][is_val[b]].tolist())) for b in range(samples)]
-fullest = [np.bincount(top[b][is_val[b]].numpy(), minlength=M).max() for b in range(samples)]
+top = shares.argmax(-1)  # (B, S): M = the null
+kept = [top[b][is_val[b] & (top[b] < M)] for b in range(samples)]  # each sample's facts' slots, the null's left out
+distinct = [len(set(k.tolist())) for k in kept]
+fullest = [np.bincount(k.numpy(), minlength=M).max() for k in kept]
 print(f"{model}: {n_facts} facts {layout}, {samples} samples; mem_shift {net.mem_shift.mean():.3f}, "
       f"null logit {net.route_null.item():.3f}")
 print(f"distinct top slots of the {n_facts} fact pairs: mean {np.mean(distinct):.2f} (min {min(distinct)}); "
-      f"facts in the fullest slot: mean {np.mean(fullest):.2f}")
+      f"facts in the fullest slot: mean {np.mean(fullest):.2f}; facts the null takes most of: mean "
+      f"{n_facts - np.mean([len(k) for k in kept]):.2f}")
 for name, m in (("fact pairs (value after key)", is_val), ("pairs ending on a key", is_key), ("filler", is_fil)):
     s = shares[m]
-    print(f"{name}: top slot share {s[:, :M].max(-1).values.mean():.3f}, null share {s[:, M].mean():.3f}")
+    if len(s):  # no filler when facts fill the segment
+        print(f"{name}: top slot share {s[:, :M].max(-1).values.mean():.3f}, null share {s[:, M].mean():.3f}")
 w, wf = shares[..., :M].sum(1).mean(0), (shares[..., :M] * is_val[..., None]).sum(1).mean(0)  # (M,)
 print("per slot, pairs' worth taken:", " ".join(f"{v:.1f}" for v in w.tolist()))
 print("per slot, of it fact pairs:  ", " ".join(f"{v:.1f}" for v in wf.tolist()))
