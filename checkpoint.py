@@ -40,6 +40,8 @@ def load_checkpoint(path, device="cpu"):
     if not isinstance(ckpt, dict) or not {"model", "model_args"} <= ckpt.keys():
         raise ValueError(f"{path} is not a checkpoint train.py wrote (no model and model_args in it)")
     ckpt["model_args"].setdefault("pool", "parts")  # written before the pool setting: the parts were all there was
+    ckpt["model_args"].setdefault("route_null_query", False)  # written before them: the null was a logit alone,
+    ckpt["model_args"].setdefault("route_alloc", 0)  # and any pair could go to any slot
     return ckpt
 
 
@@ -255,8 +257,8 @@ def model_signature(model):
     cfg = model.config
     shape = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "mem_len", "seg_len")}
     digest = hashlib.sha1()
-    route = [model.mem_shift, model.route_null, *model.mem_route.parameters(), *model.ln_route.parameters()] \
-        if cfg.pool == "route" else []
+    route = [model.mem_shift, model.route_null, *model.mem_route.parameters(), *model.ln_route.parameters(),
+             *([model.route_null_q] if cfg.route_null_query else [])] if cfg.pool == "route" else []
     for p in (model.mem_init, model.mem_read, model.mem_write, model.ltm_age, model.mem_keep, model.mem_gate.weight,
               *model.ln_mem.parameters(), *route):
         digest.update(p.detach().float().cpu().numpy().tobytes())

@@ -129,9 +129,10 @@ class GPTConfig:
     dual_ffn: bool = True    # memory rows through their own FFN; False = shared FFN (ablation)
     pool: str = "route"      # what write slot j starts from: "route", the token pairs it wins from the other slots
                              # by content (issue 31); "parts", the mean of the j-th of M parts (ablation)
-    route_null_query: bool = False  # pool=route: the null matched by content too, as a slot is (filler can go there)
-    route_alloc: int = 0     # pool=route: rounds in which a pair's match with a slot falls by what the pairs before
-                             # it took of that slot (usage-based allocation, as in the DNC); 0 = none
+    route_null_query: bool = True  # pool=route: the null matched by content too, as a slot is (False: by a logit
+                             # alone, the ablation: filler took a slot of its own, RESULTS.md)
+    route_alloc: int = 2     # pool=route: rounds in which a slot a pair before took most of is closed to the pairs
+                             # after it (one pair per slot, first come; the null the rest); 0 = none, the ablation
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -145,7 +146,7 @@ class GPTConfig:
         if self.pool not in ("parts", "route"):
             raise ValueError(f"pool={self.pool!r}: what a write slot starts from, 'parts' or 'route'")
         if self.route_alloc < 0:
-            raise ValueError(f"route_alloc={self.route_alloc}: rounds of usage-based allocation, >= 0 (0 = none)")
+            raise ValueError(f"route_alloc={self.route_alloc}: rounds of allocation, >= 0 (0 = none)")
         if self.mem_len > 0 and not 0 < self.seg_len <= self.block_size:
             raise ValueError("need 0 < seg_len <= block_size, "
                              f"got {self.seg_len}, {self.block_size}")
@@ -182,8 +183,6 @@ class GPT(nn.Module):
                 self.route_null = nn.Parameter(torch.zeros(()))  # the logit of no slot (a pair kept by none)
                 if config.route_null_query:  # the null's query, a slot whose pairs are thrown away
                     self.route_null_q = nn.Parameter(torch.zeros(C))
-                if config.route_alloc:
-                    self.route_used = nn.Parameter(torch.zeros(()))  # how far a slot's use lowers its match
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -223,15 +222,13 @@ class GPT(nn.Module):
             self.route_null.zero_()
             if self.config.route_null_query:  # the null starts as a slot's query does, beside the token embeddings
                 torch.nn.init.normal_(self.route_null_q, mean=0.0, std=scale)
-            if self.config.route_alloc:  # a slot one pair fuller than the others matches one logit less
-                self.route_used.fill_(1.0)
 
     def route(self, seg, query):
         """pool="route": what each write slot starts from, wherever in the segment seg (B, S, C) a fact sits.
         Each token with the one before is a pair (a key and its value in one vector: RWKV's token shift,
         learned per channel); every pair is shared out among the M slots and a null by a softmax over a
         content match with each slot's query (B, M, C), so the slots compete for it, and a pair may go to
-        none. Slot j starts from the mean of the pairs it won (B, M, C); also returns the shares (B, S, M + 1), the
+        none: the null, a query too, whose pairs are thrown away. Slot j starts from the mean of the pairs it won (B, M, C); also returns the shares (B, S, M + 1), the
         null's last."""
         # tokens, not places: with the positions in, the slots learned to share out clustered facts by where they
         # sat, two to a slot (RESULTS.md)
@@ -245,13 +242,12 @@ class GPT(nn.Module):
         if self.config.route_null_query:
             null = null + key @ self.ln_route(self.route_null_q).unsqueeze(-1) / math.sqrt(key.size(-1))
         shares = F.softmax(torch.cat((score, null), -1), dim=-1)  # (B, S, M + 1)
-        # a fixed match shares out two facts that hash to one slot to that slot: each round, a pair's match with a
-        # slot falls by how much more of it the pairs before it took than of the average slot, so a later fact
-        # takes the next free slot (first come, first served)
+        # a fixed match sends two facts that hash to one slot to that slot: each round, a slot a pair before took
+        # most of is closed to the pairs after it, so a later fact takes the next free slot (first come, first
+        # served; each round settles one more clash), and when every slot is taken the null
         for _ in range(self.config.route_alloc):
-            used = shares[..., :-1].cumsum(1) - shares[..., :-1]  # (B, S, M): taken before each pair
-            fill = self.route_used * (used - used.mean(-1, keepdim=True))
-            shares = F.softmax(torch.cat((score - fill, null), -1), dim=-1)
+            taken = F.pad(shares[:, :-1, :-1] > 0.5, (0, 0, 1, 0)).cummax(1).values  # (B, S, M): before each pair
+            shares = F.softmax(torch.cat((score.masked_fill(taken, float("-inf")), null), -1), dim=-1)
         share = shares[..., :-1]  # (B, S, M): each pair's share of each slot
         return share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6), shares
 

@@ -62,8 +62,8 @@ layouts = ("clustered", "scattered", "restated")  # where the facts sit (recall.
 seeds = (1337, 1, 2)     # training seeds of every row: cells are their median
 ltm = 2
 pool = "route"           # what a write slot starts from (model.GPTConfig.pool): parts | route
-route_null_query = False  # pool=route: the null matched by content (model.GPTConfig.route_null_query)
-route_alloc = 0          # pool=route: rounds of usage-based allocation (model.GPTConfig.route_alloc)
+route_null_query = True  # pool=route: the null matched by content (False: by a logit alone, the ablation)
+route_alloc = 2          # pool=route: rounds of allocation, one pair per slot (0: none, the ablation)
 ltm_drop = 0.25          # share of training steps read with no LTM (train.py's ltm_drop)
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
 n_seg = 8                # segments per sample: distances 1..n_seg-1, scored beyond ltm

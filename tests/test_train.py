@@ -153,6 +153,21 @@ def test_the_parts_ablation_trains_resumes_and_keeps_its_pool(work, monkeypatch)
     assert load_model("out/ckpt.pt")[0].config.pool == "parts"
 
 
+def test_a_routed_checkpoint_from_before_the_null_query_and_allocation_loads_as_it_was(work, monkeypatch):
+    """A pool=route checkpoint written before route_null_query and route_alloc has no null query: it loads with the
+    null a logit alone and no slot closed, as it was trained (its weights fit that model, not the new default's)."""
+    train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
+    ckpt = load("out/ckpt.pt")
+    assert ckpt["model_args"]["route_null_query"] is True and ckpt["model_args"]["route_alloc"] == 2
+    old = GPT(GPTConfig(**{**ckpt["model_args"], "route_null_query": False}))
+    del ckpt["model_args"]["route_null_query"], ckpt["model_args"]["route_alloc"]
+    ckpt["model"] = old.state_dict()
+    torch.save(ckpt, "out/ckpt.pt")
+    model = load_model("out/ckpt.pt")[0]
+    assert not model.config.route_null_query and not hasattr(model, "route_null_q")
+    assert model.config.route_alloc == 0
+
+
 def test_a_checkpoint_of_an_older_model_py_is_refused(work, monkeypatch):
     """A checkpoint from before issue 40's write gate has the same parameters, which this model.py would read as
     another gate: train.py's resume (and load_model, which sample.py and lab/eval_ckpt.py use) refuse it in one
