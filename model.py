@@ -228,8 +228,8 @@ class GPT(nn.Module):
         Each token with the one before is a pair (a key and its value in one vector: RWKV's token shift,
         learned per channel); every pair is shared out among the M slots and a null by a softmax over a
         content match with each slot's query (B, M, C), so the slots compete for it, and a pair may go to
-        none: the null, a query too, whose pairs are thrown away. Slot j starts from the mean of the pairs it won (B, M, C); also returns the shares (B, S, M + 1), the
-        null's last."""
+        none: the null, a query too, whose pairs are thrown away. Slot j starts from the mean of the pairs it
+        won (B, M, C); also returns the shares (B, S, M + 1), the null's last."""
         # tokens, not places: with the positions in, the slots learned to share out clustered facts by where they
         # sat, two to a slot (RESULTS.md)
         seg = seg - self.transformer.wpe.weight[:seg.size(1)]
@@ -246,7 +246,7 @@ class GPT(nn.Module):
         # most of is closed to the pairs after it, so a later fact takes the next free slot (first come, first
         # served; each round settles one more clash), and when every slot is taken the null
         for _ in range(self.config.route_alloc):
-            taken = F.pad(shares[:, :-1, :-1] > 0.5, (0, 0, 1, 0)).cummax(1).values  # (B, S, M): before each pair
+            taken = F.pad(shares[:, :-1, :-1].detach(), (0, 0, 1, 0)).cummax(1).values > 0.5  # (B, S, M): before a pair
             shares = F.softmax(torch.cat((score.masked_fill(taken, float("-inf")), null), -1), dim=-1)
         share = shares[..., :-1]  # (B, S, M): each pair's share of each slot
         return share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6), shares

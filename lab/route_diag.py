@@ -5,9 +5,10 @@ what the null and the other slots take. Reads a model lab.capacity kept (--keep_
     python -m lab.route_diag --model=bench_out/models/M8_scattered_2.pt --layout=scattered --n_facts=8
 
 A fact's pair is its value token with its key before it (the pair the write matches by content). Per sample: the
-slot (or the null) that takes the largest share of each fact pair, the number of distinct such slots (n_facts when every fact has
-a slot of its own, at most M), the facts the fullest slot holds; per kind of pair (fact, key, filler), the mean share
-of its top slot and of the null; per slot, the weight it takes and how much of it is facts.
+slot (or the null) that takes the largest share of each fact pair, the number of distinct such slots (n_facts when
+every fact has a slot of its own, at most M), the facts the fullest slot holds, the facts the null takes; per kind
+of pair (fact, key, filler), the mean share of its top slot and of the null; per slot, the weight it takes and how
+much of it is facts.
 """
 import numpy as np
 import torch
