@@ -130,8 +130,8 @@ class GPTConfig:
     pool: str = "route"      # what write slot j starts from: "route", the token pairs it wins from the other slots
                              # by content (issue 31); "parts", the mean of the j-th of M parts (ablation)
     route_null_query: bool = False  # pool=route: the null matched by content too, as a slot is (filler can go there)
-    route_alloc: int = 0     # pool=route: rounds in which a pair's match with a slot falls by what the pairs before
-                             # it took of that slot (usage-based allocation, as in the DNC); 0 = none
+    route_alloc: int = 0     # pool=route: rounds in which a slot a pair before took most of is closed to the pairs
+                             # after it (one pair per slot, first come; the null the rest); 0 = none
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -182,8 +182,6 @@ class GPT(nn.Module):
                 self.route_null = nn.Parameter(torch.zeros(()))  # the logit of no slot (a pair kept by none)
                 if config.route_null_query:  # the null's query, a slot whose pairs are thrown away
                     self.route_null_q = nn.Parameter(torch.zeros(C))
-                if config.route_alloc:
-                    self.route_used = nn.Parameter(torch.zeros(()))  # how far a slot's use lowers its match
             # per layer and head, a slope times a snapshot's age: snapshots hold no position, and a slope (not a
             # table) fits any LTM size with the same weights
             self.ltm_age = nn.Parameter(torch.zeros(config.n_layer, config.n_head))
@@ -223,8 +221,6 @@ class GPT(nn.Module):
             self.route_null.zero_()
             if self.config.route_null_query:  # the null starts as a slot's query does, beside the token embeddings
                 torch.nn.init.normal_(self.route_null_q, mean=0.0, std=scale)
-            if self.config.route_alloc:  # a slot one pair fuller than the others matches one logit less
-                self.route_used.fill_(1.0)
 
     def route(self, seg, query):
         """pool="route": what each write slot starts from, wherever in the segment seg (B, S, C) a fact sits.
@@ -245,13 +241,12 @@ class GPT(nn.Module):
         if self.config.route_null_query:
             null = null + key @ self.ln_route(self.route_null_q).unsqueeze(-1) / math.sqrt(key.size(-1))
         shares = F.softmax(torch.cat((score, null), -1), dim=-1)  # (B, S, M + 1)
-        # a fixed match shares out two facts that hash to one slot to that slot: each round, a pair's match with a
-        # slot falls by how much more of it the pairs before it took than of the average slot, so a later fact
-        # takes the next free slot (first come, first served)
+        # a fixed match sends two facts that hash to one slot to that slot: each round, a slot a pair before took
+        # most of is closed to the pairs after it, so a later fact takes the next free slot (first come, first
+        # served; each round settles one more clash), and when every slot is taken the null
         for _ in range(self.config.route_alloc):
-            used = shares[..., :-1].cumsum(1) - shares[..., :-1]  # (B, S, M): taken before each pair
-            fill = self.route_used * (used - used.mean(-1, keepdim=True))
-            shares = F.softmax(torch.cat((score - fill, null), -1), dim=-1)
+            taken = F.pad(shares[:, :-1, :-1] > 0.5, (0, 0, 1, 0)).cummax(1).values  # (B, S, M): before each pair
+            shares = F.softmax(torch.cat((score.masked_fill(taken, float("-inf")), null), -1), dim=-1)
         share = shares[..., :-1]  # (B, S, M): each pair's share of each slot
         return share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6), shares
 

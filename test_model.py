@@ -231,10 +231,10 @@ def test_a_slot_a_pair_took_goes_to_the_next_pair_last():
         seg = model.embed(idx) - model.transformer.wpe.weight[:S]
         key = model.mem_route(torch.cat((model.ln_route(seg), model.ln_route(seg)), -1))[:, 1:2]  # (B, 1, C)
         query = torch.cat((key, -key.expand(-1, M - 1, -1)), 1)  # slot 0 matches the pair, the others do not
-        model.route_used.zero_()
+        model.config.route_alloc = 0
         top = model.route(model.embed(idx), query)[1][..., :M].argmax(-1)  # (B, S)
         assert (top == 0).all()
-        model.route_used.fill_(30.0)
+        model.config.route_alloc = 1
         top = model.route(model.embed(idx), query)[1][..., :M].argmax(-1)
     assert (top[:, 0] == 0).all() and (top[:, 1] != 0).all()
 
