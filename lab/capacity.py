@@ -40,6 +40,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -287,7 +288,7 @@ for layout in layouts:
             if keep_models and kind == "memoGPT":
                 os.makedirs(os.path.join(out_dir, "models"), exist_ok=True)
                 write_atomic(os.path.join(out_dir, "models", f"M{mem_len}_{layout}_{s}.pt"),
-                             lambda f: torch.save(dict(model=model.state_dict(), config=model.config.__dict__), f),
+                             lambda f: torch.save(dict(model=model.state_dict(), config=asdict(model.config)), f),
                              binary=True)
             by_seed[s] = score(model, layout)
             tqdm.write(f"{kind} M={mem_len} {layout} seed {s}: "
