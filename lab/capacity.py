@@ -8,6 +8,8 @@ same steps, over several training seeds.
     python -m lab.capacity --layouts="('scattered',)" --seeds="(1337,)" --mem_lens="(8,)"   # one cell
     python -m lab.capacity --pool=parts  # the ablation: memoGPT's write slot j starts from part j of the segment
     python -m lab.capacity --quick       # tiny and short: the smoke test
+    python -m lab.capacity --mem_lens="(4,)" --peer_mem_lens="()" --ceiling=False --models_from=bench_out \
+        --route_alloc=4 --out_dir=bench_out/rounds4   # the models a --keep_models=True run kept, read with 4 rounds
 
 A sample is the recall set's (recall.samples): segment 0 states F key-value facts, each is asked once
 in a random later segment, several questions closing a segment when facts outnumber segments, and
@@ -83,6 +85,8 @@ learning_rate = 1e-3
 eval_samples = 200       # per fact count
 threads = 0              # torch CPU threads (0 = its default)
 keep_models = False      # save every memoGPT row's weights to out_dir/models/ (to look at its slots: lab.route_diag)
+models_from = ""         # score the memoGPT models a --keep_models=True run kept in this out_dir instead of training
+                         # them: the same settings, but route_alloc (no weights) may differ, the rounds when read
 device = "cuda" if torch.cuda.is_available() else "cpu"
 
 # a smoke test writes beside real results, never over them (an explicit --out_dir still wins)
@@ -112,6 +116,20 @@ check(config, {
 })
 if not (mem_lens or peer_mem_lens or ceiling):
     raise SystemExit("no rows to train: give --mem_lens, --peer_mem_lens or --ceiling=True")
+
+
+def kept_path(folder, mem_len, layout, seed):
+    return os.path.join(folder, "models", f"M{mem_len}_{layout}_{seed}.pt")
+
+
+if models_from:
+    if peer_mem_lens or ceiling or not mem_lens:
+        raise SystemExit("--models_from scores kept memoGPT models only: give --mem_lens, --peer_mem_lens=() and "
+                         "--ceiling=False")
+    for path in [kept_path(models_from, m, lay, s) for lay in layouts for m in mem_lens for s in seeds]:
+        if not os.path.isfile(path):
+            raise SystemExit(f"--models_from={models_from}: no {path}; keep them with --keep_models=True "
+                             f"--out_dir={models_from} and the same --layouts, --mem_lens, --seeds")
 if 2 * max(facts) > seg_len or max(facts) > (n_seg - 1) * (seg_len // 3) or n_seg <= ltm + 1:
     raise SystemExit(f"need 2 * max(facts) <= seg_len, max(facts) <= (n_seg-1) * (seg_len//3) questions and "
                      f"n_seg > ltm + 1 (distances beyond the LTM); got facts={facts}, seg_len={seg_len}, "
@@ -196,6 +214,18 @@ def train(kind, mem_len, vocab_size, layout, seed):
         raise SystemExit(f"{kind} M={mem_len} {layout} seed {seed}: the training loss is {loss.item()} after {iters} "
                          "iterations: lower --learning_rate")
     return model.eval()
+
+
+def load_kept(mem_len, vocab_size, layout, seed):
+    """A model --keep_models=True saved, built with this run's settings (the weights must fit them)."""
+    model, _ = build("memoGPT", mem_len, vocab_size, seed)
+    path = kept_path(models_from, mem_len, layout, seed)
+    try:
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True)["model"])
+    except RuntimeError as e:
+        raise SystemExit(f"{path} is not a model of these settings (--pool, --route_null_query, the sizes): "
+                         f"{str(e).splitlines()[1].strip()}") from None
+    return model.to(device).eval()
 
 
 @torch.no_grad()
@@ -284,10 +314,10 @@ for layout in layouts:
     for kind, mem_len in kinds:
         t0, by_seed = time.time(), {}
         for s in seeds:
-            model = train(kind, mem_len, vocab, layout, s)
+            model = load_kept(mem_len, vocab, layout, s) if models_from else train(kind, mem_len, vocab, layout, s)
             if keep_models and kind == "memoGPT":
                 os.makedirs(os.path.join(out_dir, "models"), exist_ok=True)
-                write_atomic(os.path.join(out_dir, "models", f"M{mem_len}_{layout}_{s}.pt"),
+                write_atomic(kept_path(out_dir, mem_len, layout, s),
                              lambda f: torch.save(dict(model=model.state_dict(), config=asdict(model.config)), f),
                              binary=True)
             by_seed[s] = score(model, layout)

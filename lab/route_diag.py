@@ -10,6 +10,8 @@ every fact has a slot of its own, at most M), the facts the fullest slot holds, 
 of pair (fact, key, filler), the mean share of its top slot and of the null; per slot, the weight it takes and how
 much of it is facts.
 """
+import os
+
 import numpy as np
 import torch
 
@@ -23,12 +25,16 @@ n_facts = 8
 samples = 200
 seed = 5                 # the held-out samples (capacity scores on 1338 + n_facts)
 n_keys, n_values, n_filler = 32, 16, 32  # lab.capacity's (only segment 0 is read)
+route_alloc = -1         # rounds of allocation to read with (no weights: any number); -1: as trained
 config, _ = configure(globals())
-check(config, {"n_facts": at_least(1), "samples": at_least(1),
-               "layout": lambda v: v in ("clustered", "scattered") or "clustered or scattered"})
+check(config, {"model": lambda v: os.path.isfile(v) or "no such file: give a model lab.capacity kept, "
+                                                    "out_dir/models/M{slots}_{layout}_{seed}.pt (--keep_models=True)",
+               "n_facts": at_least(1), "samples": at_least(1),
+               "layout": lambda v: v in ("clustered", "scattered") or "clustered or scattered",
+               "route_alloc": at_least(-1)})
 
 kept = torch.load(model, map_location="cpu", weights_only=True)
-net = GPT(GPTConfig(**kept["config"]))
+net = GPT(GPTConfig(**{**kept["config"], **({"route_alloc": route_alloc} if route_alloc >= 0 else {})}))
 net.load_state_dict(kept["model"])
 net.eval()
 S, M = net.config.seg_len, net.config.mem_len
@@ -43,8 +49,8 @@ top = shares.argmax(-1)  # (B, S): M = the null
 kept = [top[b][is_val[b] & (top[b] < M)] for b in range(samples)]  # each sample's facts' slots, the null's left out
 distinct = [len(set(k.tolist())) for k in kept]
 fullest = [np.bincount(k.numpy(), minlength=M).max() for k in kept]
-print(f"{model}: {n_facts} facts {layout}, {samples} samples; mem_shift {net.mem_shift.mean():.3f}, "
-      f"null logit {net.route_null.item():.3f}")
+print(f"{model}: {n_facts} facts {layout}, {samples} samples, {net.config.route_alloc} rounds; mem_shift "
+      f"{net.mem_shift.mean():.3f}, null logit {net.route_null.item():.3f}")
 print(f"distinct top slots of the {n_facts} fact pairs: mean {np.mean(distinct):.2f} (min {min(distinct)}); "
       f"facts in the fullest slot: mean {np.mean(fullest):.2f}; facts the null takes most of: mean "
       f"{n_facts - np.mean([len(k) for k in kept]):.2f}")

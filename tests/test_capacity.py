@@ -53,6 +53,22 @@ def test_the_ceiling_alone(tmp_path):
     assert [(r["kind"], r["mem_len"]) for r in rows] == [("ceiling", 0)] and "memoGPT," not in stdout
 
 
+def test_kept_models_score_again_as_trained(tmp_path):
+    """--keep_models=True saves each memoGPT row; --models_from scores them again, untrained, to the same numbers;
+    with more allocation rounds (no weights) they load and score; lab.route_diag reads them."""
+    rows_of = ["--peer_mem_lens=()", "--ceiling=False", "--layouts=('clustered',)"]
+    _, rows = capacity(tmp_path, *rows_of, "--keep_models=True")
+    assert os.listdir(tmp_path / "out" / "models") == ["M2_clustered_1337.pt"]
+    _, again = capacity(tmp_path, *rows_of, "--models_from=out", out="again")
+    assert again[0]["seeds"] == rows[0]["seeds"] and not os.path.exists(tmp_path / "again" / "models")
+    _, rounds = capacity(tmp_path, *rows_of, "--models_from=out", "--route_alloc=4", out="rounds")
+    assert set(rounds[0]["accuracy"]) == {"1", "2"}
+    proc = subprocess.run([sys.executable, "-m", "lab.route_diag", "--model=out/models/M2_clustered_1337.pt",
+                           "--n_facts=2", "--samples=4", "--route_alloc=4"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=ENV)
+    assert proc.returncode == 0 and "2 facts clustered, 4 samples, 4 rounds" in proc.stdout, proc.stderr[-2000:]
+
+
 @pytest.mark.parametrize("arg, message", [("--mem_lens=() --peer_mem_lens=() --ceiling=False",
                                            "no rows to train: give --mem_lens, --peer_mem_lens or --ceiling=True"),
                                           ("--mem_lens=(0,)", "--mem_lens=(0,): memoGPT memory slots"),
@@ -62,7 +78,10 @@ def test_the_ceiling_alone(tmp_path):
                                           ("--seeds=()", "--seeds=(): seeds, a tuple of at least one int"),
                                           # 1e999 reads as inf: it trained to nan and wrote tables of chance
                                           ("--learning_rate=1e999", "--learning_rate=inf: must be in (0, 1]"),
-                                          ("--n_values=1", "--n_values=1: must be >= 2")])
+                                          ("--n_values=1", "--n_values=1: must be >= 2"),
+                                          ("--models_from=x", "--models_from scores kept memoGPT models only"),
+                                          ("--models_from=x --peer_mem_lens=() --ceiling=False",
+                                           "--models_from=x: no x/models/M2_clustered_1337.pt; keep them with")])
 def test_bad_settings_stop_before_work(tmp_path, arg, message):
     proc = subprocess.run([*CAPACITY, "--quick", *arg.split()], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env=ENV)
