@@ -67,6 +67,7 @@ def test_kept_models_score_again_as_trained(tmp_path):
                            "--n_facts=2", "--samples=4", "--route_alloc=4"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env=ENV)
     assert proc.returncode == 0 and "2 facts clustered, 4 samples, 4 rounds" in proc.stdout, proc.stderr[-2000:]
+    assert "answers beyond the LTM, by the fact's slot:" in proc.stdout and "by distance: 3 " in proc.stdout
 
 
 @pytest.mark.parametrize("arg, message", [("--mem_lens=() --peer_mem_lens=() --ceiling=False",
