@@ -52,14 +52,18 @@ with torch.no_grad():
 key0, val0, fil0 = recall.first_ids(cfg)
 is_key, is_val, is_fil = (tok >= key0) & (tok < val0), (tok >= val0) & (tok < fil0), tok >= fil0
 top = shares.argmax(-1)  # (B, S): M = the null
-kept = [top[b][is_val[b] & (top[b] < M)] for b in range(samples)]  # each sample's facts' slots, the null's left out
-distinct = [len(set(k.tolist())) for k in kept]
-fullest = [np.bincount(k.numpy(), minlength=M).max() for k in kept]
+slot_of = torch.full((samples, fil0), -1)  # (B, vocab below filler): the top slot of each key's fact
+prev = F.pad(tok, (1, 0), value=-1)[:, :-1]  # (B, S): the token before
+b_, t_ = (is_val & (prev >= key0) & (prev < val0)).nonzero(as_tuple=True)  # a fact: its value after its key
+slot_of[b_, prev[b_, t_]] = top[b_, t_]
+facts_in = F.one_hot(slot_of.clamp(min=0), M + 1).mul((slot_of >= 0)[..., None]).sum(1)  # (B, M + 1)
+facts_in_slots = facts_in[:, :M]  # (B, M): the facts each slot took most of
+distinct, fullest = (facts_in_slots > 0).sum(1).float(), facts_in_slots.max(1).values.float()  # (B,)
 print(f"{model}: {n_facts} facts {layout}, {samples} samples, {net.config.route_alloc} rounds; mem_shift "
       f"{net.mem_shift.mean():.3f}, null logit {net.route_null.item():.3f}")
-print(f"distinct top slots of the {n_facts} fact pairs: mean {np.mean(distinct):.2f} (min {min(distinct)}); "
-      f"facts in the fullest slot: mean {np.mean(fullest):.2f}; facts the null takes most of: mean "
-      f"{n_facts - np.mean([len(k) for k in kept]):.2f}")
+print(f"distinct top slots of the {n_facts} fact pairs: mean {distinct.mean():.2f} (min {distinct.min():.0f}); "
+      f"facts in the fullest slot: mean {fullest.mean():.2f}; facts the null takes most of: mean "
+      f"{facts_in[:, M].float().mean():.2f}")
 for name, m in (("fact pairs (value after key)", is_val), ("pairs ending on a key", is_key), ("filler", is_fil)):
     s = shares[m]
     if len(s):  # no filler when facts fill the segment
@@ -70,11 +74,6 @@ print("per slot, of it fact pairs:  ", " ".join(f"{v:.1f}" for v in wf.tolist())
 
 # the answers beyond the LTM (only the STM holds them there), by where the write sent the fact: a slot of its own,
 # a slot it shares with another fact, the null; and by distance in segments
-slot_of = torch.full((samples, fil0), -1)  # (B, vocab below filler): the top slot of each key's fact
-prev = F.pad(tok, (1, 0), value=-1)[:, :-1]  # (B, S): the token before
-b_, t_ = (is_val & (prev >= key0) & (prev < val0)).nonzero(as_tuple=True)  # a fact: its value after its key
-slot_of[b_, prev[b_, t_]] = top[b_, t_]
-facts_in = F.one_hot(slot_of.clamp(min=0), M + 1).mul((slot_of >= 0)[..., None]).sum(1)  # (B, M + 1)
 b_, t_ = ((y != -1) & ((torch.arange(y.size(1)) + 1) // S > net.config.ltm)).nonzero(as_tuple=True)
 slot, right = slot_of[b_, x[b_, t_]], logits[b_, t_].argmax(-1) == y[b_, t_]
 where = torch.where(slot == M, 2, (facts_in[b_, slot] > 1).long())  # 0 own, 1 shared, 2 the null
