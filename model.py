@@ -131,7 +131,7 @@ class GPTConfig:
                              # by content (issue 31); "parts", the mean of the j-th of M parts (ablation)
     route_null_query: bool = True  # pool=route: the null matched by content too, as a slot is (False: by a logit
                              # alone, the ablation: filler took a slot of its own, RESULTS.md)
-    route_alloc: int = 2     # pool=route: rounds in which a slot a pair before took most of is closed to the pairs
+    route_alloc: int = 4     # pool=route: rounds in which a slot a pair before took most of is closed to the pairs
                              # after it (one pair per slot, first come; the null the rest); 0 = none, the ablation
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside

@@ -9,7 +9,7 @@ same steps, over several training seeds.
     python -m lab.capacity --pool=parts  # the ablation: memoGPT's write slot j starts from part j of the segment
     python -m lab.capacity --quick       # tiny and short: the smoke test
     python -m lab.capacity --mem_lens="(4,)" --peer_mem_lens="()" --ceiling=False --models_from=bench_out \
-        --route_alloc=4 --out_dir=bench_out/rounds4   # the models a --keep_models=True run kept, read with 4 rounds
+        --route_alloc=8 --out_dir=bench_out/rounds8   # the models a --keep_models=True run kept, read with 8 rounds
 
 A sample is the recall set's (recall.samples): segment 0 states F key-value facts, each is asked once
 in a random later segment, several questions closing a segment when facts outnumber segments, and
@@ -67,7 +67,7 @@ seeds = (1337, 1, 2)     # training seeds of every row: cells are their median
 ltm = 2
 pool = "route"           # what a write slot starts from (model.GPTConfig.pool): parts | route
 route_null_query = True  # pool=route: the null matched by content (False: by a logit alone, the ablation)
-route_alloc = 2          # pool=route: rounds of allocation, one pair per slot (0: none, the ablation)
+route_alloc = 4          # pool=route: rounds of allocation, one pair per slot (0: none, the ablation)
 ltm_drop = 0.25          # share of training steps read with no LTM (train.py's ltm_drop)
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
 n_seg = 8                # segments per sample: distances 1..n_seg-1, scored beyond ltm

@@ -61,12 +61,12 @@ def test_kept_models_score_again_as_trained(tmp_path):
     assert os.listdir(tmp_path / "out" / "models") == ["M2_clustered_1337.pt"]
     _, again = capacity(tmp_path, *rows_of, "--models_from=out", out="again")
     assert again[0]["seeds"] == rows[0]["seeds"] and not os.path.exists(tmp_path / "again" / "models")
-    _, rounds = capacity(tmp_path, *rows_of, "--models_from=out", "--route_alloc=4", out="rounds")
+    _, rounds = capacity(tmp_path, *rows_of, "--models_from=out", "--route_alloc=8", out="rounds")
     assert set(rounds[0]["accuracy"]) == {"1", "2"}
     proc = subprocess.run([sys.executable, "-m", "lab.route_diag", "--model=out/models/M2_clustered_1337.pt",
-                           "--n_facts=2", "--samples=4", "--route_alloc=4"], cwd=tmp_path, capture_output=True,
+                           "--n_facts=2", "--samples=4", "--route_alloc=8"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120, env=ENV)
-    assert proc.returncode == 0 and "2 facts clustered, 4 samples, 4 rounds" in proc.stdout, proc.stderr[-2000:]
+    assert proc.returncode == 0 and "2 facts clustered, 4 samples, 8 rounds" in proc.stdout, proc.stderr[-2000:]
     assert "answers beyond the LTM, by the fact's slot:" in proc.stdout and "by distance: 3 " in proc.stdout
 
 

@@ -158,7 +158,7 @@ def test_a_routed_checkpoint_from_before_the_null_query_and_allocation_loads_as_
     null a logit alone and no slot closed, as it was trained (its weights fit that model, not the new default's)."""
     train(monkeypatch, "--max_iters=2", "--eval_interval=2", "--out_dir=out")
     ckpt = load("out/ckpt.pt")
-    assert ckpt["model_args"]["route_null_query"] is True and ckpt["model_args"]["route_alloc"] == 2
+    assert ckpt["model_args"]["route_null_query"] is True and ckpt["model_args"]["route_alloc"] == 4
     old = GPT(GPTConfig(**{**ckpt["model_args"], "route_null_query": False}))
     del ckpt["model_args"]["route_null_query"], ckpt["model_args"]["route_alloc"]
     ckpt["model"] = old.state_dict()
