@@ -59,7 +59,7 @@ def recall_accuracy(model, data, meta, n_samples, batch_size, device, ltm_size=N
     for start in range(0, n_samples, batch_size):
         n = min(batch_size, n_samples - start)
         rows = np.asarray(data[start * L:(start + n) * L], dtype=np.int64).reshape(n, L)
-        x, y = recall.xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), meta)
+        x, y = recall.sample_xy(rows, meta)
         y = torch.from_numpy(y)
         logits, _ = read_samples(model, torch.from_numpy(x).to(device), None, S, ltm_size=ltm_size)
         asked = y != -1

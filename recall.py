@@ -7,10 +7,12 @@ the memory must bridge; past the LTM's reach only the STM can answer.
     vocab(cfg)           token strings by id
     samples(n, cfg, rng) token rows (n, n_seg * seg_len), made in a second (prepare.py shards them)
     xy(rows, meta)       inputs and targets: the answers only, and every answer hidden from the input
+    sample_xy(rows)      the same of whole samples (nothing after their last token)
 """
 import numpy as np
 
 QUESTION = 1  # the id of "?": the fact's key and its value (the answer) follow it
+META = dict(question=QUESTION, eot=0)  # what xy needs of the recall set's meta (prepare.py writes the same)
 
 
 def vocab(cfg):
@@ -103,3 +105,8 @@ def xy(rows, meta):
     x = rows[:, :-1].copy()
     x[:, 2:][asked[:, :L - 2]] = meta["eot"]
     return x, y
+
+
+def sample_xy(rows, meta=META):
+    """xy of whole samples (n, L), as samples() makes them: inputs and targets (n, L), no token after the last."""
+    return xy(np.pad(np.asarray(rows, dtype=np.int64), ((0, 0), (0, 1)), constant_values=-1), meta)

@@ -142,7 +142,6 @@ if peer_mem_lens:  # before hours of memoGPT rows, not at the first peer row
                          "requirements-dev.txt), or --peer_mem_lens=()") from None
 if threads:
     torch.set_num_threads(threads)
-META = dict(question=recall.QUESTION, eot=0)  # what recall.xy needs of the recall set's meta
 
 
 def recall_cfg(n_facts, layout):
@@ -152,8 +151,7 @@ def recall_cfg(n_facts, layout):
 
 def batch(rng, n_facts, n, segs, layout):
     """n samples of n_facts facts, cut to their first segs segments: inputs and answer targets on the device."""
-    rows = recall.samples(n, recall_cfg(n_facts, layout), rng).astype(np.int64)[:, :segs * seg_len]
-    x, y = recall.xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), META)
+    x, y = recall.sample_xy(recall.samples(n, recall_cfg(n_facts, layout), rng)[:, :segs * seg_len])
     return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
 

@@ -45,7 +45,7 @@ if meta["tokenizer"] != "recall" or cfg.mem_len == 0:
 L, S, n_seg = meta["sample_len"], meta["seg_len"], meta["n_seg"]
 n = min(samples, len(val[0]) // L)
 rows = np.asarray(val[0][:n * L], dtype=np.int64).reshape(n, L)
-x, y = (torch.from_numpy(a) for a in recall.xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), meta))
+x, y = (torch.from_numpy(a) for a in recall.sample_xy(rows, meta))
 value0 = recall.first_ids(meta["settings"])[1]
 fact = torch.from_numpy(rows[:, 1] - value0)  # the value of the one fact ("k v" opens segment 0)
 

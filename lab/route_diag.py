@@ -42,9 +42,7 @@ net.eval()
 S, M = net.config.seg_len, net.config.mem_len
 cfg = dict(seg_len=S, n_seg=8, n_facts=n_facts, n_keys=n_keys, n_values=n_values,
            n_filler=n_filler, layout=layout)
-rows = recall.samples(samples, cfg, np.random.default_rng(seed)).astype(np.int64)
-x, y = (torch.from_numpy(a) for a in recall.xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1),
-                                               dict(question=recall.QUESTION, eot=0)))
+x, y = (torch.from_numpy(a) for a in recall.sample_xy(recall.samples(samples, cfg, np.random.default_rng(seed))))
 tok = x[:, :S]  # (B, S): segment 0, the facts
 with torch.no_grad():
     _, shares = net.route(net.embed(tok), net.empty_memory(samples).stm + net.mem_write)  # (B, S, M + 1)

@@ -323,7 +323,7 @@ def test_recall_accuracy_by_distance_on_controlled_logits(work):
     data = np.memmap("data/recall/val_000.bin", dtype=np.uint16, mode="r")
     acc = recall_accuracy(RecallOracle(work.meta), data, work.meta, n_samples=10, batch_size=4, device="cpu")
     rows = data[:10 * NSEG * SEG].reshape(10, -1).astype(np.int64)
-    _, y = recall.xy(np.pad(rows, ((0, 0), (0, 1)), constant_values=-1), work.meta)
+    _, y = recall.sample_xy(rows, work.meta)
     answers_at_2 = y[:, 2 * SEG - 1:3 * SEG - 1][y[:, 2 * SEG - 1:3 * SEG - 1] != -1]
     assert acc == {1: 1.0, 2: pytest.approx(np.mean(answers_at_2 == work.meta["value_ids"][0]))}
 
