@@ -133,6 +133,8 @@ class GPTConfig:
                              # alone, the ablation: filler took a slot of its own, RESULTS.md)
     route_alloc: int = 4     # pool=route: rounds in which a slot a pair before took most of is closed to the pairs
                              # after it (one pair per slot, first come; the null the rest); 0 = none, the ablation
+    route_alloc_grad: bool = False  # pool=route: backward as if no slot were closed (straight through), so a fact
+                             # still pulls a slot a pair before it took
 
     def __post_init__(self):  # a shape that cannot be built is refused here, not deep inside
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size) < 1:
@@ -248,6 +250,11 @@ class GPT(nn.Module):
         for _ in range(self.config.route_alloc):
             taken = F.pad(shares[:, :-1, :-1].detach(), (0, 0, 1, 0)).cummax(1).values > 0.5  # (B, S, M): before a pair
             shares = F.softmax(torch.cat((score.masked_fill(taken, float("-inf")), null), -1), dim=-1)
+        if self.config.route_alloc_grad and self.config.route_alloc:
+            # a closed slot passes no gradient to the pairs after it: one taken by a seam ("f k") before its fact
+            # stays taken. Forward as allocated, backward as the open match
+            free = F.softmax(torch.cat((score, null), -1), dim=-1)
+            shares = shares.detach() + free - free.detach()
         share = shares[..., :-1]  # (B, S, M): each pair's share of each slot
         return share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6), shares
 

@@ -68,6 +68,7 @@ ltm = 2
 pool = "route"           # what a write slot starts from (model.GPTConfig.pool): parts | route
 route_null_query = True  # pool=route: the null matched by content (False: by a logit alone, the ablation)
 route_alloc = 4          # pool=route: rounds of allocation, one pair per slot (0: none, the ablation)
+route_alloc_grad = False  # pool=route: backward as if no slot were closed (model.GPTConfig)
 ltm_drop = 0.25          # share of training steps read with no LTM (train.py's ltm_drop)
 seg_len = 32             # tokens per segment: 2 * max(facts) <= seg_len
 n_seg = 8                # segments per sample: distances 1..n_seg-1, scored beyond ltm
@@ -182,7 +183,7 @@ def build(kind, mem_len, vocab_size, seed):
     # the ceiling is a plain GPT (mem_len 0) whose window holds the whole sample
     model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, vocab_size=vocab_size, mem_len=mem_len,
                           ltm=ltm, seg_len=seg_len, pool=pool, route_alloc=route_alloc,
-                          route_null_query=route_null_query,
+                          route_null_query=route_null_query, route_alloc_grad=route_alloc_grad,
                           block_size=seg_len if mem_len else n_seg * seg_len))
     return model, model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), device)
 
