@@ -239,6 +239,24 @@ def test_a_slot_a_pair_took_goes_to_the_next_pair_last():
     assert (top[:, 0] == 0).all() and (top[:, 1] != 0).all()
 
 
+def test_a_closed_slot_passes_its_gradient_with_route_alloc_grad():
+    """route_alloc_grad: the same shares forward; backward as the open match, so the pairs after the one that took
+    slot 0 still pull slot 0's query (without it they pass none: the slot is closed to them, -inf)."""
+    out = []
+    for straight_through in (False, True):
+        model = tiny(pool="route", route_alloc=1, route_alloc_grad=straight_through)
+        idx = torch.full((2, S), 5)
+        with torch.no_grad():
+            seg = model.embed(idx) - model.transformer.wpe.weight[:S]
+            key = model.mem_route(torch.cat((model.ln_route(seg), model.ln_route(seg)), -1))[:, 1:2]  # (B, 1, C)
+        query = torch.cat((key, -key.expand(-1, M - 1, -1)), 1).requires_grad_()
+        shares = model.route(model.embed(idx), query)[1]
+        shares[:, 1:, 0].sum().backward()  # slot 0, closed from place 1 on
+        out.append((shares.detach(), query.grad[:, 0].abs().sum()))
+    (shares, grad), (shares_st, grad_st) = out
+    assert torch.equal(shares, shares_st) and grad == 0 and grad_st > 0
+
+
 def test_a_null_matched_by_content_takes_the_pairs_it_matches():
     """route_null_query: the null has a query as a slot does, so a pair that matches it best (filler, say) is kept
     by no slot, while the null's logit alone is the same for every pair."""

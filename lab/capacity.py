@@ -17,7 +17,8 @@ every answer is hidden from the input (recall.xy: no answer by elimination). The
 facts sit in segment 0: clustered (first, "k v k v ...") or scattered (random places, filler between);
 memoGPT's write slots win the segment's token pairs by content, one pair a slot, filler to a null matched by content
 (the ablations: --route_alloc=0, any number of pairs a slot; --route_null_query=False, the null a logit alone;
---pool=parts, slot j starts from part j of the segment), and the two layouts ask whether where facts sit binds.
+--pool=parts, slot j starts from part j of the segment; the lead, off: --route_alloc_grad=True, closed slots pass
+their gradient), and the two layouts ask whether where facts sit binds.
 restated: clustered, and each fact asked from segment 2 on is stated again with a new value in a segment between
 (recall.restate); the answer is the newest value. Each row
 is one model per layout and seed, trained on batches of 1, 2, 4, ... facts in turn (one count per batch)
