@@ -221,16 +221,23 @@ def test_routed_slots_read_tokens_not_places():
         torch.testing.assert_close(model.route(model.embed(idx), query), a)  # the slots' starts and the shares
 
 
+def one_pair_repeated(model):
+    """A segment of one token repeated (the same pair from place 1 on), and slot queries (B, M, C) of which slot 0
+    matches that pair and the others do not."""
+    idx = torch.full((2, S), 5)
+    with torch.no_grad():
+        seg = model.embed(idx) - model.transformer.wpe.weight[:S]
+        key = model.mem_route(torch.cat((model.ln_route(seg), model.ln_route(seg)), -1))[:, 1:2]  # (B, 1, C)
+    return idx, torch.cat((key, -key.expand(-1, M - 1, -1)), 1)
+
+
 def test_a_slot_a_pair_took_goes_to_the_next_pair_last():
     """route_alloc: pairs that all match slot 0 best do not all pile into it. One token repeated makes the same pair
     from place 1 on (the first pairs it with zeros); with no allocation each goes to slot 0, with it the first takes
     slot 0 and the next, seeing slot 0 used, another (first come, first served)."""
     model = tiny(pool="route", route_alloc=1)
-    idx = torch.full((2, S), 5)
+    idx, query = one_pair_repeated(model)
     with torch.no_grad():
-        seg = model.embed(idx) - model.transformer.wpe.weight[:S]
-        key = model.mem_route(torch.cat((model.ln_route(seg), model.ln_route(seg)), -1))[:, 1:2]  # (B, 1, C)
-        query = torch.cat((key, -key.expand(-1, M - 1, -1)), 1)  # slot 0 matches the pair, the others do not
         model.config.route_alloc = 0
         top = model.route(model.embed(idx), query)[1][..., :M].argmax(-1)  # (B, S)
         assert (top == 0).all()
@@ -245,11 +252,8 @@ def test_a_closed_slot_passes_its_gradient_with_route_alloc_grad():
     out = []
     for straight_through in (False, True):
         model = tiny(pool="route", route_alloc=1, route_alloc_grad=straight_through)
-        idx = torch.full((2, S), 5)
-        with torch.no_grad():
-            seg = model.embed(idx) - model.transformer.wpe.weight[:S]
-            key = model.mem_route(torch.cat((model.ln_route(seg), model.ln_route(seg)), -1))[:, 1:2]  # (B, 1, C)
-        query = torch.cat((key, -key.expand(-1, M - 1, -1)), 1).requires_grad_()
+        idx, query = one_pair_repeated(model)
+        query.requires_grad_()
         shares = model.route(model.embed(idx), query)[1]
         shares[:, 1:, 0].sum().backward()  # slot 0, closed from place 1 on
         out.append((shares.detach(), query.grad[:, 0].abs().sum()))
