@@ -243,7 +243,7 @@ class GPT(nn.Module):
         null = self.route_null.expand(*score.shape[:2], 1)  # (B, S, 1)
         if self.config.route_null_query:
             null = null + key @ self.ln_route(self.route_null_q).unsqueeze(-1) / math.sqrt(key.size(-1))
-        shares = F.softmax(torch.cat((score, null), -1), dim=-1)  # (B, S, M + 1)
+        shares = free = F.softmax(torch.cat((score, null), -1), dim=-1)  # (B, S, M + 1): the open match
         # a fixed match sends two facts that hash to one slot to that slot: each round, a slot a pair before took
         # most of is closed to the pairs after it, so a later fact takes the next free slot (first come, first
         # served; each round settles one more clash), and when every slot is taken the null
@@ -253,7 +253,6 @@ class GPT(nn.Module):
         if self.config.route_alloc_grad and self.config.route_alloc:
             # a closed slot passes no gradient to the pairs after it: one taken by a seam ("f k") before its fact
             # stays taken. Forward as allocated, backward as the open match
-            free = F.softmax(torch.cat((score, null), -1), dim=-1)
             shares = shares.detach() + free - free.detach()
         share = shares[..., :-1]  # (B, S, M): each pair's share of each slot
         return share.transpose(1, 2) @ pair / (share.sum(1).unsqueeze(-1) + 1e-6), shares
